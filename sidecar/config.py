@@ -115,6 +115,7 @@ class PrometheusConfig:
     max_series_per_metric: int = setting(
         2000, "Series per metric name; beyond it, points fold into one otel_metric_overflow series."
     )
+    max_series_total: int = setting(20_000, "Series across all received metrics (bounds the exposition size).")
     span_metrics_flush_interval: float = setting(
         60.0, "Seconds between flushes of span-derived aggregates to performance_metrics."
     )
@@ -220,7 +221,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and not (key in _BY_KEY):
+        if isinstance(v, Mapping) and key not in _BY_KEY:
             flat.update(_flatten(v, key + "."))
         else:
             flat[key] = v

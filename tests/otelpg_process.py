@@ -18,7 +18,7 @@ class OtelpgProcess:
     def __init__(self, data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OTELPG_", "OTEL_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTELPG_", "OTEL_")) and k != "DATABASE_URL"},
             "OTELPG_DATA_DIR": str(data_dir),
             "OTELPG_HTTP_ENDPOINT": "127.0.0.1:0",
             "OTELPG_GRPC_ENDPOINT": "127.0.0.1:0",

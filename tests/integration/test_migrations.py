@@ -23,7 +23,7 @@ async def _tables(conn: asyncpg.Connection) -> set[str]:
 async def test_fresh_apply_creates_the_whole_schema(db):
     applied = await migrate(db)
     assert [m.version for m in applied] == [m.version for m in discover()]
-    assert EXPECTED_TABLES <= await _tables(db)
+    assert await _tables(db) >= EXPECTED_TABLES
     for table in PARTITIONED_TABLES:
         kind = await db.fetchval("SELECT relkind::text FROM pg_class WHERE oid = $1::regclass", table)
         assert kind == "p", table

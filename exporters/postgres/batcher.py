@@ -1,0 +1,185 @@
+"""Group commit: rows of concurrent requests merge into batches, one transaction each.
+
+A request's rows go into the open batch; the batch is flushed when it reaches `max_rows` or
+when its oldest request has waited `max_delay`. Every request waits on its own future, resolved
+only after the transaction holding its rows has committed (ack after commit). The queue is
+bounded in rows and bytes: beyond it `submit` raises BackpressureError at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sidecar.errors import BackpressureError, OtelpgError, PermanentError, ShuttingDownError
+
+log = logging.getLogger("otelpg.batcher")
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request's rows, waiting for its commit."""
+
+    rows: dict[str, list[tuple]]
+    resources: dict[int, tuple]
+    nrows: int
+    nbytes: int
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class Batch:
+    requests: list[Request] = field(default_factory=list)
+    nrows: int = 0
+    nbytes: int = 0
+
+    def add(self, req: Request) -> None:
+        self.requests.append(req)
+        self.nrows += req.nrows
+        self.nbytes += req.nbytes
+
+    def tables(self) -> dict[str, list[tuple]]:
+        merged: dict[str, list[tuple]] = {}
+        for req in self.requests:
+            for table, rows in req.rows.items():
+                if rows:
+                    merged.setdefault(table, []).extend(rows)
+        return merged
+
+    def resources(self) -> dict[int, tuple]:
+        merged: dict[int, tuple] = {}
+        for req in self.requests:
+            merged.update(req.resources)
+        return merged
+
+
+WriteFn = Callable[[Batch], Awaitable[None]]
+
+
+class Batcher:
+    def __init__(
+        self,
+        write: WriteFn,
+        *,
+        max_rows: int,
+        max_delay: float,
+        queue_max_rows: int,
+        queue_max_bytes: int,
+        writers: int = 2,
+    ) -> None:
+        self._write = write
+        self.max_rows = max_rows
+        self.max_delay = max_delay
+        self.queue_max_rows = queue_max_rows
+        self.queue_max_bytes = queue_max_bytes
+        self._open = Batch()
+        self._queued_rows = 0  # rows in the open batch and in batches being written
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._writers = asyncio.Semaphore(writers)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def fill(self) -> float:
+        """Fraction of the queue in use (rows or bytes, whichever is fuller)."""
+        return max(self._queued_rows / self.queue_max_rows, self._queued_bytes / self.queue_max_bytes)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="otelpg-batcher")
+
+    async def submit(self, rows: dict[str, list[tuple]], resources: dict[int, tuple], nrows: int,
+                     nbytes: int) -> None:
+        """Queue a request's rows and return once they are committed; raise if they can't be."""
+        if self._closed:
+            raise ShuttingDownError("otelpg is shutting down", retry_after=5)
+        if self._queued_rows and (
+            self._queued_rows + nrows > self.queue_max_rows or self._queued_bytes + nbytes > self.queue_max_bytes
+        ):
+            raise BackpressureError("otelpg's write queue is full, retry later", retry_after=1)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._open.add(Request(rows, resources, nrows, nbytes, fut))
+        self._queued_rows += nrows
+        self._queued_bytes += nbytes
+        self._wakeup.set()
+        if self._open.nrows >= self.max_rows:
+            self._full.set()
+        # shield: a client that disconnects must not cancel the future other code resolves.
+        await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._open.requests:
+                self._wakeup.clear()
+                if self._closed:
+                    return
+                continue
+            if self._open.nrows < self.max_rows and not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_delay)
+            batch, self._open = self._open, Batch()
+            self._full.clear()
+            await self._writers.acquire()
+            task = asyncio.create_task(self._flush(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _flush(self, batch: Batch) -> None:
+        try:
+            error = await self._attempt(batch)
+            if isinstance(error, PermanentError) and len(batch.requests) > 1:
+                # One request's bad data must not fail the others merged with it: write each alone.
+                for req in batch.requests:
+                    single = Batch()
+                    single.add(req)
+                    self._resolve(single, await self._attempt(single))
+                return
+            self._resolve(batch, error)
+        finally:
+            self._writers.release()
+            self._queued_rows -= batch.nrows
+            self._queued_bytes -= batch.nbytes
+
+    async def _attempt(self, batch: Batch) -> OtelpgError | None:
+        try:
+            await self._write(batch)
+        except OtelpgError as e:
+            return e
+        except Exception as e:  # a bug must fail these requests, not kill the flusher
+            log.exception("batch write failed")
+            return PermanentError(f"internal error writing batch: {type(e).__name__}: {e}")
+        return None
+
+    @staticmethod
+    def _resolve(batch: Batch, error: OtelpgError | None) -> None:
+        for req in batch.requests:
+            if req.future.done():  # cancelled: the client went away
+                continue
+            if error is None:
+                req.future.set_result(None)
+            else:
+                req.future.set_exception(error)
+                req.future.exception()  # retrieved: a client that left must not log "never retrieved"
+
+    async def close(self, grace: float) -> bool:
+        """Stop taking requests and flush what's queued; True if everything was written in time."""
+        self._closed = True
+        self._wakeup.set()
+        self._full.set()
+        try:
+            if self._task is not None:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            if self._inflight:
+                await asyncio.wait_for(asyncio.gather(*self._inflight, return_exceptions=True), grace)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,289 @@
+"""Conversions shared by the three signals: AnyValue → typed JSON, attributes, resources, scopes,
+ids, timestamps, and the NUL/UTF-8 sanitising PostgreSQL needs.
+
+Everything here is called once per attribute or per row, so it is written for speed: local
+names, no intermediate objects, and the rare cases (NUL bytes, non-finite doubles, absurd
+timestamps) pushed off the common path. See docs/mapping.md for the rules.
+"""
+
+from __future__ import annotations
+
+import uuid
+from base64 import b64encode
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+try:  # asyncpg's UUID is a uuid.UUID subclass, 8x cheaper to build and its COPY encoder's fast path.
+    from asyncpg.pgproto.pgproto import UUID as _PgUUID
+except ImportError:  # pragma: no cover - asyncpg is a dependency; keep the mapping importable without it
+    _PgUUID = None
+
+__all__ = [
+    "INT64_MAX",
+    "UNKNOWN_SERVICE",
+    "ZERO_SPAN_ID",
+    "ZERO_TRACE_ID",
+    "Mapped",
+    "any_value",
+    "attributes",
+    "json_dumps",
+    "json_dumps_sorted",
+    "json_float",
+    "rejection_message",
+    "resource_row",
+    "scope_info",
+    "scope_metadata",
+    "text",
+    "to_datetime",
+    "trace_uuid",
+]
+
+UNKNOWN_SERVICE = "unknown_service"
+INT64_MAX = (1 << 63) - 1
+
+ZERO_TRACE_ID = bytes(16)
+ZERO_SPAN_ID = bytes(8)
+
+
+@dataclass(slots=True)
+class Mapped:
+    """One OTLP request turned into rows, plus what could not be stored."""
+
+    rows: dict[str, list[tuple]]  # table name -> row tuples in schema.py column order
+    resources: dict[int, tuple] = field(default_factory=dict)  # resource_id -> otel_resources row
+    items: int = 0  # spans / data points / log records in the request
+    rejected: int = 0  # items that could not be stored
+    message: str = ""  # why, for OTLP partial_success ("" when nothing was rejected)
+
+
+def rejection_message(count: int, singular: str, plural: str, reason: str) -> str:
+    return f"{count} {singular if count == 1 else plural} rejected: {reason}"
+
+
+# --------------------------------------------------------------------------- strings and JSON
+
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+
+
+def text(s: str) -> str:
+    """A client string made safe for a TEXT column: NUL (rejected by PostgreSQL) becomes U+FFFD.
+
+    protobuf already refuses invalid UTF-8 and lone surrogates in string fields, so NUL is the
+    only thing left to fix for values read from a decoded message.
+    """
+    if _NUL in s:
+        s = s.replace(_NUL, _REPLACEMENT)
+    return s
+
+
+def _clean_str(s: str) -> str:
+    if _NUL in s:
+        s = s.replace(_NUL, _REPLACEMENT)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: each becomes one U+FFFD, valid pairs are joined
+        s = s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return s
+
+
+_MAX_DEPTH = 200  # orjson refuses to nest deeper than 254
+
+
+def _clean(obj: Any, depth: int = 0) -> Any:
+    """Slow path of json_dumps: sanitise every string (keys included) of a JSON-able value."""
+    if isinstance(obj, str):
+        return _clean_str(obj)
+    if depth >= _MAX_DEPTH:
+        return None
+    if isinstance(obj, dict):
+        return {_clean_str(str(k)): _clean(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v, depth + 1) for v in obj]
+    if isinstance(obj, float) and obj - obj != 0.0:
+        return json_float(obj)
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    return _clean_str(str(obj))
+
+
+_dumps = orjson.dumps
+_JSONEncodeError = orjson.JSONEncodeError
+_ESCAPED_NUL = b"\\u0000"
+
+
+def json_dumps(obj: Any) -> str:
+    """JSON text PostgreSQL's JSONB accepts: no \\u0000 escapes, valid UTF-8, never raises.
+
+    The common case is one orjson call plus one memmem over its output; the slow path
+    sanitises the value and serialises again.
+    """
+    try:
+        out = _dumps(obj)
+    except _JSONEncodeError:
+        out = _dumps(_clean(obj))
+    else:
+        if _ESCAPED_NUL in out:
+            out = _dumps(_clean(obj))
+    return out.decode()
+
+
+def json_float(x: float) -> float | str:
+    """A double as JSON: NaN and ±Inf have no JSON number, so they become strings."""
+    if x - x == 0.0:
+        return x
+    if x != x:
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
+
+
+# --------------------------------------------------------------------------- AnyValue
+
+
+def any_value(v: Any) -> Any:
+    """An OTLP AnyValue as typed JSON: str, bool, int, float (non-finite as a string), base64
+    bytes, list, object; None when empty."""
+    s = v.string_value
+    if s:
+        return s
+    w = v.WhichOneof("value")
+    if w == "int_value":
+        return v.int_value
+    if w == "double_value":
+        x = v.double_value
+        return x if x - x == 0.0 else json_float(x)
+    if w == "bool_value":
+        return v.bool_value
+    if w == "string_value":
+        return ""
+    if w == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    if w == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if w == "bytes_value":
+        return b64encode(v.bytes_value).decode("ascii")
+    # None (empty AnyValue), or string_value_strindex: an index into a profiles dictionary that
+    # traces, metrics and logs don't have, so there is nothing to resolve it to.
+    return None
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    """Repeated KeyValue → dict (a repeated key: the last one wins). Keys and strings are
+    sanitised when the dict is serialised by json_dumps."""
+    d: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        s = v.string_value
+        if s:
+            d[kv.key] = s
+            continue
+        i = v.int_value  # non-zero means int: cheaper than WhichOneof for the second commonest type
+        d[kv.key] = i if i else any_value(v)
+    return d
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_fromtimestamp = datetime.fromtimestamp
+# Up to 2**32 s (year 2106) a float holds microseconds exactly enough for fromtimestamp to
+# round back to the exact microsecond; beyond it (and below 0) take the exact integer path.
+_FAST_NS_LIMIT = (1 << 32) * 1_000_000_000
+_MIN_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
+_MAX_US = 253402300799 * 1_000_000 + 999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def to_datetime(ns: int) -> datetime:
+    """Nanoseconds since the epoch → aware UTC datetime, truncated to the microsecond (the
+    precision of TIMESTAMPTZ). Values outside datetime's range are clamped; never raises."""
+    if 0 <= ns < _FAST_NS_LIMIT:
+        return _fromtimestamp(ns // 1000 / 1e6, UTC)
+    us = ns // 1000
+    if us < _MIN_US:
+        us = _MIN_US
+    elif us > _MAX_US:
+        us = _MAX_US
+    return _EPOCH + timedelta(microseconds=us)
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def _uuid_from_bytes(b: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=b)
+
+
+trace_uuid = _PgUUID if _PgUUID is not None else _uuid_from_bytes
+"""16 bytes → a uuid.UUID (asyncpg's subclass when available: equal and hash-equal to
+uuid.UUID(bytes=b), and what asyncpg's COPY encoder writes fastest)."""
+
+
+# --------------------------------------------------------------------------- resources, scopes
+
+_RESOURCE_MEMO: dict[tuple[bytes, str], tuple] = {}
+_RESOURCE_MEMO_MAX = 1024
+
+
+def resource_row(resource: Any, schema_url: str) -> tuple:
+    """The otel_resources row (resource_id, service_name, attributes JSON, schema_url).
+
+    resource_id = blake2b-64 (signed) of the canonical JSON of the attributes (keys sorted at
+    every level, as stored) + b"\\n" + schema_url: the same attributes in any order give the same
+    id. Memoised on the serialised Resource: an SDK sends the same one on every request.
+    """
+    key = (resource.SerializeToString(), schema_url)
+    row = _RESOURCE_MEMO.get(key)
+    if row is not None:
+        return row
+    attrs = attributes(resource.attributes)
+    canonical = json_dumps_sorted(attrs)
+    digest = blake2b(canonical.encode() + b"\n" + schema_url.encode(), digest_size=8).digest()
+    service = attrs.get("service.name")
+    service = text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE
+    row = (int.from_bytes(digest, "big", signed=True), service, canonical, text(schema_url) or None)
+    if len(_RESOURCE_MEMO) >= _RESOURCE_MEMO_MAX:
+        _RESOURCE_MEMO.clear()
+    _RESOURCE_MEMO[key] = row
+    return row
+
+
+def json_dumps_sorted(obj: Any) -> str:
+    """json_dumps with keys sorted at every level: the canonical form hashed for resource_id."""
+    try:
+        out = _dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except _JSONEncodeError:
+        out = _dumps(_clean(obj), option=orjson.OPT_SORT_KEYS)
+    else:
+        if _ESCAPED_NUL in out:
+            out = _dumps(_clean(obj), option=orjson.OPT_SORT_KEYS)
+    return out.decode()
+
+
+def scope_info(scope: Any) -> dict[str, Any]:
+    """InstrumentationScope → {name, version, attributes, dropped_attributes_count}, empty parts
+    left out."""
+    info: dict[str, Any] = {}
+    if scope.name:
+        info["name"] = scope.name
+    if scope.version:
+        info["version"] = scope.version
+    if scope.attributes:
+        info["attributes"] = attributes(scope.attributes)
+    if scope.dropped_attributes_count:
+        info["dropped_attributes_count"] = scope.dropped_attributes_count
+    return info
+
+
+def scope_metadata(scope: Any, schema_url: str) -> str:
+    """system_events.metadata for every row of one ScopeSpans/ScopeLogs: {scope, schema_url}."""
+    meta: dict[str, Any] = {}
+    info = scope_info(scope)
+    if info:
+        meta["scope"] = info
+    if schema_url:
+        meta["schema_url"] = schema_url
+    return json_dumps(meta)

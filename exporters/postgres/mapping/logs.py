@@ -1,0 +1,143 @@
+"""ExportLogsServiceRequest → system_events rows, one per log record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from uuid_utils import uuid7
+
+from exporters.postgres.mapping.common import (
+    ZERO_SPAN_ID,
+    ZERO_TRACE_ID,
+    Mapped,
+    any_value,
+    attributes,
+    json_dumps,
+    rejection_message,
+    resource_row,
+    scope_metadata,
+    text,
+    to_datetime,
+    trace_uuid,
+)
+from exporters.postgres.schema import SYSTEM_EVENTS
+
+# severity_number 1-4 trace, 5-8 debug, 9-12 info, 13-16 warn, 17-20 error, 21-24 fatal.
+SEVERITY_BY_NUMBER: tuple[str | None, ...] = (
+    (None,) + ("trace",) * 4 + ("debug",) * 4 + ("info",) * 4 + ("warn",) * 4 + ("error",) * 4
+    + ("fatal",) * 4
+)  # fmt: skip
+
+# severity_text spellings (lower case, trailing digits removed: "INFO2" → "info").
+SEVERITY_BY_TEXT: dict[str, str] = {
+    "trace": "trace", "finest": "trace", "finer": "trace", "verbose": "trace", "trc": "trace",
+    "debug": "debug", "dbg": "debug", "fine": "debug", "config": "debug",
+    "info": "info", "information": "info", "informational": "info", "notice": "info", "inf": "info",
+    "warn": "warn", "warning": "warn", "wrn": "warn",
+    "error": "error", "err": "error", "eror": "error", "severe": "error", "alert": "error",
+    "fatal": "fatal", "critical": "fatal", "crit": "fatal", "emerg": "fatal", "emergency": "fatal",
+    "panic": "fatal", "ftl": "fatal",
+}  # fmt: skip
+
+_HAS_EVENT_NAME = "event_name" in LogRecord.DESCRIPTOR.fields_by_name
+_INVALID_IDS = "invalid trace_id or span_id"
+
+
+def severity(number: int, severity_text: str) -> str:
+    """The severity column: from severity_number, else from severity_text, else 'info'."""
+    if 0 < number < 25:
+        return SEVERITY_BY_NUMBER[number]  # type: ignore[return-value]
+    if severity_text:
+        key = severity_text.strip().lower().rstrip("0123456789")
+        return SEVERITY_BY_TEXT.get(key, "info")
+    return "info"
+
+
+def map_logs(
+    request: ExportLogsServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7
+) -> Mapped:
+    rows: list[tuple] = []
+    append = rows.append
+    resources: dict[int, tuple] = {}
+    items = rejected = 0
+    traces: dict[bytes, Any] = {}
+    received_dt = to_datetime(received_ns)
+    to_dt = to_datetime
+    attrs_of = attributes
+    dumps = json_dumps
+    by_number = SEVERITY_BY_NUMBER
+    has_event_name = _HAS_EVENT_NAME
+    z16 = ZERO_TRACE_ID
+    z8 = ZERO_SPAN_ID
+
+    for rl in request.resource_logs:
+        resource = resource_row(rl.resource, rl.schema_url)
+        rid = resource[0]
+        service = resource[1]
+        first = len(rows)
+        for sl in rl.scope_logs:
+            meta = scope_metadata(sl.scope, sl.schema_url)
+            records = sl.log_records
+            items += len(records)
+            for rec in records:
+                tid = rec.trace_id
+                sid = rec.span_id
+                if tid:
+                    if len(tid) != 16:
+                        rejected += 1
+                        continue
+                    if tid == z16:
+                        trace = None
+                    else:
+                        trace = traces.get(tid)
+                        if trace is None:
+                            trace = traces[tid] = trace_uuid(tid)
+                else:
+                    trace = None
+                if sid:
+                    if len(sid) != 8:
+                        rejected += 1
+                        continue
+                    span_id = None if sid == z8 else sid.hex()
+                else:
+                    span_id = None
+                attrs = attrs_of(rec.attributes)
+                event = attrs.get("event.name")
+                if not (event and isinstance(event, str)):
+                    event = rec.event_name if has_event_name else None
+                event = text(event) if event else None
+                number = rec.severity_number
+                sev_text = rec.severity_text
+                time_ns = rec.time_unix_nano
+                observed_ns = rec.observed_time_unix_nano
+                payload: dict[str, Any] = {
+                    "body": any_value(rec.body),
+                    "attributes": attrs,
+                    "severity_number": number,
+                    "severity_text": sev_text,
+                    "time_unix_nano": time_ns,
+                    "observed_time_unix_nano": observed_ns,
+                }
+                if rec.flags:
+                    payload["flags"] = rec.flags
+                if rec.dropped_attributes_count:
+                    payload["dropped_attributes_count"] = rec.dropped_attributes_count
+                if time_ns:
+                    ts = to_dt(time_ns)
+                elif observed_ns:
+                    ts = to_dt(observed_ns)
+                else:
+                    ts = received_dt
+                append((
+                    new_id(), event or "log", service,
+                    by_number[number] if 0 < number < 25 else severity(number, sev_text),
+                    dumps(payload), ts, meta, service, rid, trace, span_id, None, event, None,
+                ))  # fmt: skip
+        if len(rows) > first:
+            resources[rid] = resource
+
+    message = rejection_message(rejected, "log record", "log records", _INVALID_IDS) if rejected else ""
+    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message)

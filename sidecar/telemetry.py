@@ -1,0 +1,81 @@
+"""otelpg's own metrics, in the Collector's vocabulary, on an explicitly created registry."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from sidecar import __version__
+
+ITEMS = ("spans", "metric_points", "log_records")
+COPY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    """Every self-metric otelpg exports. Components get this object and count through it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        build = Gauge("otelpg_build_info", "otelpg build information.", ["version", "python"], registry=registry)
+        build.labels(__version__, platform.python_version()).set(1)
+
+        self.accepted = {
+            item: Counter(f"otelpg_receiver_accepted_{item}", f"OTLP {item} received and stored.",
+                          ["transport"], registry=registry)
+            for item in ITEMS
+        }
+        self.refused = {
+            item: Counter(f"otelpg_receiver_refused_{item}",
+                          f"OTLP {item} not stored: refused requests and partial-success rejects.",
+                          ["transport", "reason"], registry=registry)
+            for item in ITEMS
+        }
+        self.refused_requests = Counter(
+            "otelpg_receiver_refused_requests", "OTLP requests answered with an error, by reason.",
+            ["transport", "reason"], registry=registry,
+        )
+        self.sent_rows = Counter(
+            "otelpg_exporter_sent_rows", "Rows committed to PostgreSQL.", ["table"], registry=registry
+        )
+        self.send_failed_rows = Counter(
+            "otelpg_exporter_send_failed_rows", "Rows whose COPY failed.", ["table", "error_type"],
+            registry=registry,
+        )
+        self.copy_duration = Histogram(
+            "otelpg_copy_duration_seconds", "Duration of one batch write (COPY of every table + commit).",
+            buckets=COPY_BUCKETS, registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "otelpg_batch_rows", "Rows per committed batch.",
+            buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000), registry=registry,
+        )
+        self.queue_size = Gauge("otelpg_exporter_queue_size", "Rows waiting to be written.", registry=registry)
+        self.queue_capacity = Gauge(
+            "otelpg_exporter_queue_capacity", "Rows the queue holds before backpressure.", registry=registry
+        )
+        self.database_up = Gauge(
+            "otelpg_database_up", "1 when PostgreSQL answered the last health check.", registry=registry
+        )
+        self.pool_size = Gauge("otelpg_database_pool_size", "Open connections in the pool.", registry=registry)
+        self.pool_in_use = Gauge("otelpg_database_pool_in_use", "Connections in use.", registry=registry)
+
+    def bind_queue(self, size: Callable[[], float], capacity: float) -> None:
+        self.queue_size.set_function(size)
+        self.queue_capacity.set(capacity)
+
+    def bind_pool(self, size: Callable[[], float], in_use: Callable[[], float]) -> None:
+        self.pool_size.set_function(size)
+        self.pool_in_use.set_function(in_use)
