@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -43,10 +44,16 @@ def classify(error: BaseException) -> OtelpgError:
     return PermanentError(f"{type(error).__name__}: {error}")
 
 
+# Runs inside a batch's transaction after its COPYs (e.g. rollup upserts), so what it writes
+# commits or rolls back with the rows it derives from.
+BatchHook = Callable[[asyncpg.Connection, dict[str, list[tuple]]], Awaitable[None]]
+
+
 class Writer:
     def __init__(self, pool: asyncpg.Pool, telemetry: Telemetry, *, acquire_timeout: float = 5.0,
-                 copy_timeout: float = 60.0) -> None:
+                 copy_timeout: float = 60.0, hooks: Sequence[BatchHook] = ()) -> None:
         self._pool = pool
+        self._hooks = tuple(hooks)
         self._telemetry = telemetry
         self._acquire_timeout = acquire_timeout
         self._copy_timeout = copy_timeout
@@ -65,6 +72,8 @@ class Writer:
                     await conn.copy_records_to_table(
                         table, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout
                     )
+                for hook in self._hooks:
+                    await hook(conn, tables)
         except Exception as e:
             error = classify(e)
             kind = "retryable" if isinstance(error, RetryableError) else "permanent"
