@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporters.postgres.batcher import Batcher
+from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.maintenance import ensure_partitions
+from exporters.postgres.replayer import Replayer
+from exporters.postgres.spool import Spool
 from exporters.postgres.writer import Writer
 from exporters.prometheus.aggregator import PrometheusAggregator
 from exporters.prometheus.collector import register
 from exporters.prometheus.config import AggregatorConfig
+from sidecar import __version__
 from sidecar.admin import make_admin_app
 from sidecar.config import Config, parse_endpoint, redact_dsn
 from sidecar.database import create_pool
@@ -92,6 +97,10 @@ class App:
         self.pool: asyncpg.Pool | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.batcher: Batcher | None = None
+        self.spool: Spool | None = None
+        self.writer: Writer | None = None
+        self.events: EventLog | None = None
+        self.replayer: Replayer | None = None
         self._runners: list[web.AppRunner] = []
         self._grpc: GrpcReceiver | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -109,7 +118,7 @@ class App:
         pool = self.pool
         self.telemetry.bind_pool(pool.get_size, lambda: pool.get_size() - pool.get_idle_size())
 
-        writer = Writer(self.pool, self.telemetry)
+        writer = self.writer = Writer(self.pool, self.telemetry, on_unavailable=self._database_lost)
         self.batcher = Batcher(
             writer.write,
             max_rows=cfg.batch.max_rows,
@@ -122,12 +131,30 @@ class App:
         batcher = self.batcher
         self.telemetry.bind_queue(lambda: batcher.queued_rows, cfg.queue.max_rows)
         self.health.queue_fill = batcher.fill
+        self.events = EventLog(batcher)
+        if cfg.spool.enabled:
+            spool = self.spool = await asyncio.to_thread(Spool, Path(cfg.data_dir) / "spool",
+                                                         max_bytes=cfg.spool.max_bytes)
+            self.telemetry.spool_bytes.set_function(lambda: spool.bytes)
+            self.telemetry.spool_capacity.set(cfg.spool.max_bytes)
+            self.health.extra = lambda: {"spool_bytes": spool.bytes}
+            self.replayer = Replayer(spool, writer, self.telemetry, database_ok=lambda: self.health.database_ok,
+                                     on_replayed=lambda info: self._emit("spool_replayed", **info),
+                                     batch_rows=cfg.batch.max_rows)
+            self._tasks.append(asyncio.create_task(self.replayer.run(), name="otelpg-replayer"))
+            if not spool.empty:
+                log.info("spool holds %d bytes from an earlier run: replaying", spool.bytes)
         observe = {"traces": self.aggregator.observe_traces, "metrics": self.aggregator.observe_metrics,
                    "logs": self.aggregator.observe_logs}
-        exporter = PostgresExporter(self.batcher, lambda: self.health.database_ok,
-                                    lambda signal, request: observe[signal](request))
+        exporter = PostgresExporter(
+            self.batcher, lambda: self.health.database_ok, lambda signal, request: observe[signal](request),
+            spool=self.spool, telemetry=self.telemetry,
+            on_spooled=self.replayer.wake if self.replayer else lambda: None,
+        )
+        self._tasks.append(asyncio.create_task(self.events.run(), name="otelpg-events"))
 
         self._tasks.append(asyncio.create_task(self._monitor_database(), name="otelpg-db-monitor"))
+        self._emit("started", version=__version__, embedded_database=self.embedded is not None)
         tls = _tls_context(cfg)
         await self._serve("admin", make_admin_app(self.registry, self.health), cfg.admin.endpoint, None)
         if cfg.http.enabled:
@@ -157,22 +184,36 @@ class App:
         self.addresses[name] = (host, port)
         log.info("%s listening on %s:%d", name, host, port)
 
+    def _emit(self, event_type: str, severity: str = "info", **payload: Any) -> None:
+        if self.events is not None:
+            self.events.emit(event_type, severity, **payload)
+
+    def _database_lost(self, error: Exception) -> None:
+        """A write failed for want of PostgreSQL: divert new requests to the spool at once."""
+        if self.health.database_ok:
+            log.warning("PostgreSQL unavailable: %s", error)
+            self._emit("database_unavailable", "error", error=str(error))
+        self.health.database_ok = False
+        self.health.database_error = type(error).__name__
+        self.telemetry.database_up.set(0)
+
     async def _monitor_database(self) -> None:
         """Keep health.database_ok current: a SELECT 1 every few seconds, with a short timeout."""
-        assert self.pool is not None
+        assert self.pool is not None and self.writer is not None
         while True:
             await asyncio.sleep(HEALTH_CHECK_INTERVAL)
             try:
-                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_INTERVAL)
+                # Under load every connection may be busy writing: a recent commit is proof enough.
+                if time.monotonic() - self.writer.last_success > HEALTH_CHECK_INTERVAL:
+                    await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_INTERVAL)
             except Exception as e:
-                if self.health.database_ok:
-                    log.warning("PostgreSQL unavailable: %s", type(e).__name__)
-                self.health.database_ok = False
-                self.health.database_error = type(e).__name__
-                self.telemetry.database_up.set(0)
+                self._database_lost(e)
             else:
                 if not self.health.database_ok:
                     log.info("PostgreSQL available again")
+                    self._emit("database_recovered")
+                    if self.replayer is not None:
+                        self.replayer.wake()
                 self.health.database_ok = True
                 self.telemetry.database_up.set(1)
 
@@ -180,12 +221,17 @@ class App:
         """Stop intake, drain the queue within the grace period, then close everything."""
         self.health.draining = True
         grace = self.config.shutdown.grace_period
+        if self.events is not None and self.health.database_ok:
+            self._emit("stopped")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.events.flush(), min(5.0, grace))
         if self.batcher is not None:
             drained = await self.batcher.close(grace)
             if drained:
                 log.info("queue drained")
             else:
-                log.warning("queue not drained within %gs: unacknowledged requests were refused", grace)
+                log.warning("queue not drained within %gs: the rest %s", grace,
+                            "goes to the spool" if self.spool else "was refused (503)")
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         for runner in reversed(self._runners):
@@ -195,6 +241,10 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.spool is not None:
+            self.spool.close()
+            if not self.spool.empty:
+                log.info("spool keeps %d bytes for the next start", self.spool.bytes)
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)

@@ -122,6 +122,13 @@ class PrometheusConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    enabled: bool = setting(True, "Spool requests to disk (fsynced, then acknowledged) while PostgreSQL is "
+                                  "unavailable or the queue is full; replay them when it is back.")
+    max_bytes: int = setting(1024 * 1024 * 1024, "Spool size limit in bytes; beyond it requests get 503.")
+
+
+@dataclass(frozen=True)
 class ShutdownConfig:
     grace_period: float = setting(20.0, "Seconds SIGTERM waits for queued data to be written.")
 
@@ -141,6 +148,7 @@ class Config:
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
 
@@ -238,7 +246,7 @@ def _validate(values: dict[str, Any]) -> None:
         v = values[s.key]
         if s.type in (int, float) and v is not None and v < 0:
             raise ConfigError(s.key, f"must not be negative, got {v}")
-    for key in ("batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
+    for key in ("spool.max_bytes", "batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
                 "http.max_request_body_size", "grpc.max_recv_msg_size"):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")

@@ -54,6 +54,18 @@ class Telemetry:
             "otelpg_exporter_send_failed_rows", "Rows whose COPY failed.", ["table", "error_type"],
             registry=registry,
         )
+        self.retries = Counter(
+            "otelpg_exporter_retries", "Batch writes retried after a transient database error.", registry=registry
+        )
+        self.spool_bytes = Gauge("otelpg_spool_bytes", "Bytes in the durable spool.", registry=registry)
+        self.spool_capacity = Gauge("otelpg_spool_capacity_bytes", "Size limit of the spool.", registry=registry)
+        self.spooled_requests = Counter(
+            "otelpg_spool_appended_requests", "Acknowledged requests written to the spool.", ["signal"],
+            registry=registry,
+        )
+        self.spool_replayed_rows = Counter(
+            "otelpg_spool_replayed_rows", "Rows committed to PostgreSQL from the spool.", registry=registry
+        )
         self.copy_duration = Histogram(
             "otelpg_copy_duration_seconds", "Duration of one batch write (COPY of every table + commit).",
             buckets=COPY_BUCKETS, registry=registry,

@@ -14,7 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sidecar.errors import BackpressureError, OtelpgError, PermanentError, ShuttingDownError
+from sidecar.errors import (
+    BackpressureError,
+    DatabaseUnavailableError,
+    OtelpgError,
+    PermanentError,
+    ShuttingDownError,
+)
 
 log = logging.getLogger("otelpg.batcher")
 
@@ -86,6 +92,10 @@ class Batcher:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def queued_rows(self) -> int:
         return self._queued_rows
 
@@ -126,9 +136,11 @@ class Batcher:
             if self._open.nrows < self.max_rows and not self._closed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.max_delay)
+            # Wait for a free writer before taking the batch: it keeps growing meanwhile (bigger COPYs
+            # under load), and a cancelled wait leaves it in place to be failed by close().
+            await self._writers.acquire()
             batch, self._open = self._open, Batch()
             self._full.clear()
-            await self._writers.acquire()
             task = asyncio.create_task(self._flush(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -152,6 +164,8 @@ class Batcher:
     async def _attempt(self, batch: Batch) -> OtelpgError | None:
         try:
             await self._write(batch)
+        except asyncio.CancelledError:  # shutdown ran out of grace: the transaction rolled back
+            return DatabaseUnavailableError("not written before shutdown", retry_after=1)
         except OtelpgError as e:
             return e
         except Exception as e:  # a bug must fail these requests, not kill the flusher
@@ -171,7 +185,9 @@ class Batcher:
                 req.future.exception()  # retrieved: a client that left must not log "never retrieved"
 
     async def close(self, grace: float) -> bool:
-        """Stop taking requests and flush what's queued; True if everything was written in time."""
+        """Stop taking requests and write what's queued within `grace` seconds. True if all was written;
+        otherwise the writes still under way are cancelled (rolled back) and their requests fail with
+        a RetryableError, so the exporter can spool them before acknowledging."""
         self._closed = True
         self._wakeup.set()
         self._full.set()
@@ -179,7 +195,13 @@ class Batcher:
             if self._task is not None:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
             if self._inflight:
-                await asyncio.wait_for(asyncio.gather(*self._inflight, return_exceptions=True), grace)
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*self._inflight, return_exceptions=True)), grace)
+            return True
         except TimeoutError:
-            return False
-        return True
+            pass
+        tasks = [*self._inflight, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._resolve(self._open, DatabaseUnavailableError("not written before shutdown", retry_after=1))
+        return False

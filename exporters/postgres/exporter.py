@@ -1,4 +1,9 @@
-"""The PostgreSQL exporter: the Consumer receivers call. Map → batch → COPY → commit → ack."""
+"""The PostgreSQL exporter: the Consumer receivers call. Map → batch → COPY → commit → ack.
+
+When PostgreSQL is unavailable or the queue is full, a request goes to the durable spool
+instead (acknowledged once fsynced) and is replayed later; without a spool, or with the spool
+full, the error reaches the client as 503 / UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from typing import Any
 
 from exporters.postgres.batcher import Batcher
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from exporters.postgres.spool import Spool
 from sidecar.consumer import ConsumeResult
-from sidecar.errors import DatabaseUnavailableError, PermanentError
+from sidecar.errors import DatabaseUnavailableError, PermanentError, RetryableError, ShuttingDownError
+from sidecar.telemetry import Telemetry
 
-# Called after a request's rows are committed (e.g. to feed the Prometheus aggregates), so a
-# retried request is never counted twice.
+# Called once a request is durable (committed, or fsynced to the spool), e.g. to feed the
+# Prometheus aggregates, so a request the client retries is never counted twice.
 AfterCommit = Callable[[str, Any], None]
 
 
@@ -21,10 +28,15 @@ def _nop(signal: str, request: Any) -> None:
 
 
 class PostgresExporter:
-    def __init__(self, batcher: Batcher, database_ok: Callable[[], bool], after_commit: AfterCommit = _nop) -> None:
+    def __init__(self, batcher: Batcher, database_ok: Callable[[], bool], after_commit: AfterCommit = _nop, *,
+                 spool: Spool | None = None, telemetry: Telemetry | None = None,
+                 on_spooled: Callable[[], None] = lambda: None) -> None:
         self._batcher = batcher
         self._database_ok = database_ok
         self._after_commit = after_commit
+        self._spool = spool
+        self._telemetry = telemetry
+        self._on_spooled = on_spooled
 
     async def consume_traces(self, request: Any) -> ConsumeResult:
         return await self._consume("traces", map_traces, request)
@@ -36,15 +48,35 @@ class PostgresExporter:
         return await self._consume("logs", map_logs, request)
 
     async def _consume(self, signal: str, mapper: Callable[..., Any], request: Any) -> ConsumeResult:
-        if not self._database_ok():
+        received_ns = time.time_ns()
+        if self._batcher.closed:
+            raise ShuttingDownError("otelpg is shutting down", retry_after=5)
+        if self._spool is None and not self._database_ok():
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
-        mapped = mapper(request, time.time_ns())
+        mapped = mapper(request, received_ns)
         nrows = sum(len(rows) for rows in mapped.rows.values())
         if nrows:
-            try:
-                await self._batcher.submit(mapped.rows, mapped.resources, nrows, request.ByteSize())
-            except PermanentError as e:
-                # PostgreSQL refused this request's data: report it as rejected, never retry it.
-                return ConsumeResult(mapped.items, f"{mapped.items} items could not be stored: {e}")
+            if not self._database_ok():
+                await self._to_spool(signal, request, received_ns)
+            else:
+                try:
+                    await self._batcher.submit(mapped.rows, mapped.resources, nrows, request.ByteSize())
+                except ShuttingDownError:
+                    raise  # intake is closed: 503, the client retries elsewhere or later
+                except RetryableError:
+                    if self._spool is None:
+                        raise
+                    await self._to_spool(signal, request, received_ns)
+                except PermanentError as e:
+                    # PostgreSQL refused this request's data: report it as rejected, never retry it.
+                    return ConsumeResult(mapped.items, f"{mapped.items} items could not be stored: {e}")
         self._after_commit(signal, request)
         return ConsumeResult(mapped.rejected, mapped.message)
+
+    async def _to_spool(self, signal: str, request: Any, received_ns: int) -> None:
+        if self._spool is None:
+            raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
+        await self._spool.append(signal, received_ns, request.SerializeToString())
+        if self._telemetry is not None:
+            self._telemetry.spooled_requests.labels(signal).inc()
+        self._on_spooled()

@@ -6,7 +6,9 @@ Errors are classified here, where they arise: connection trouble is retryable
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -50,39 +52,81 @@ BatchHook = Callable[[asyncpg.Connection, dict[str, list[tuple]]], Awaitable[Non
 
 
 class Writer:
+    """Writes rows in one transaction, retrying transient failures with jittered backoff."""
+
     def __init__(self, pool: asyncpg.Pool, telemetry: Telemetry, *, acquire_timeout: float = 5.0,
-                 copy_timeout: float = 60.0, hooks: Sequence[BatchHook] = ()) -> None:
+                 copy_timeout: float = 60.0, hooks: Sequence[BatchHook] = (),
+                 retry_delays: Sequence[float] = (0.1, 0.5, 1.5),
+                 on_unavailable: Callable[[OtelpgError], None] | None = None) -> None:
         self._pool = pool
         self._hooks = tuple(hooks)
         self._telemetry = telemetry
         self._acquire_timeout = acquire_timeout
         self._copy_timeout = copy_timeout
+        self._retry_delays = tuple(retry_delays)
+        self._on_unavailable = on_unavailable
         self._known_resources: set[int] = set()  # upserted since start: skip them next time
+        self.last_success = 0.0  # time.monotonic() of the last commit
 
     async def write(self, batch: Batch) -> None:
-        tables = batch.tables()
+        await self.write_rows(batch.tables(), batch.resources(), batch.nrows)
+
+    async def write_rows(self, tables: dict[str, list[tuple]], resources: dict[int, tuple], nrows: int,
+                         *, idempotent: bool = False) -> None:
+        """Commit the rows or raise RetryableError / PermanentError. `idempotent` (spool replay):
+        rows whose key already exists are skipped, so replaying a segment twice adds nothing."""
         # Sorted, so concurrent writers lock resource rows in the same order (no deadlock).
-        resources = sorted(r for rid, r in batch.resources().items() if rid not in self._known_resources)
-        started = time.perf_counter()
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
-                if resources:
-                    await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
+        new_resources = sorted(r for rid, r in resources.items() if rid not in self._known_resources)
+        for attempt, delay in enumerate((*self._retry_delays, None)):
+            started = time.perf_counter()
+            try:
+                await self._transaction(tables, new_resources, idempotent)
+            except Exception as e:
+                error = classify(e)
+                if isinstance(error, RetryableError) and delay is not None:
+                    self._telemetry.retries.inc()
+                    log.info("write failed (%s), retry %d in %.1fs", error, attempt + 1, delay)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: don't retry in lockstep
+                    continue
+                kind = "retryable" if isinstance(error, RetryableError) else "permanent"
                 for table, rows in tables.items():
+                    self._telemetry.send_failed_rows.labels(table, kind).inc(len(rows))
+                log.warning("batch of %d rows not written (%s): %s", nrows, kind, error)
+                if isinstance(error, RetryableError) and self._on_unavailable is not None:
+                    self._on_unavailable(error)
+                raise error from None
+            break
+        self.last_success = time.monotonic()
+        self._telemetry.copy_duration.observe(time.perf_counter() - started)
+        self._telemetry.batch_rows.observe(nrows)
+        for table, rows in tables.items():
+            self._telemetry.sent_rows.labels(table).inc(len(rows))
+        self._known_resources.update(r[0] for r in new_resources)
+
+    async def _transaction(self, tables: dict[str, list[tuple]], resources: list[tuple], idempotent: bool) -> None:
+        async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
+            if resources:
+                await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
+            for table, rows in tables.items():
+                if not rows:
+                    continue
+                if idempotent:
+                    await self._copy_skipping_existing(conn, table, rows)
+                else:
                     await conn.copy_records_to_table(
                         table, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout
                     )
-                for hook in self._hooks:
-                    await hook(conn, tables)
-        except Exception as e:
-            error = classify(e)
-            kind = "retryable" if isinstance(error, RetryableError) else "permanent"
-            for table, rows in tables.items():
-                self._telemetry.send_failed_rows.labels(table, kind).inc(len(rows))
-            log.warning("batch of %d rows not written (%s): %s", batch.nrows, kind, error)
-            raise error from None
-        self._telemetry.copy_duration.observe(time.perf_counter() - started)
-        self._telemetry.batch_rows.observe(batch.nrows)
-        for table, rows in tables.items():
-            self._telemetry.sent_rows.labels(table).inc(len(rows))
-        self._known_resources.update(r[0] for r in resources)
+            for hook in self._hooks:
+                await hook(conn, tables)
+
+    async def _copy_skipping_existing(self, conn: asyncpg.Connection, table: str, rows: list[tuple]) -> None:
+        # COPY has no ON CONFLICT: stage in a temporary table, then insert what isn't there yet.
+        stage = f"otelpg_stage_{table}"
+        columns = ", ".join(COPY_TABLES[table])
+        await conn.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await conn.copy_records_to_table(stage, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout)
+        await conn.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
+        )

@@ -40,10 +40,11 @@ def downscale(buckets: Buckets, by: int) -> Buckets:
     offset, counts = buckets
     if by <= 0 or not counts:
         return buckets
-    first = offset >> by
-    out = [0] * (((offset + len(counts) - 1) >> by) - first + 1)
-    for i, count in enumerate(counts):
-        out[((offset + i) >> by) - first] += count
+    first, last, step = offset >> by, (offset + len(counts) - 1) >> by, 1 << by
+    out = []
+    for index in range(first, last + 1):
+        lo = (index << by) - offset  # <= 0 for the first merged bucket
+        out.append(sum(counts[max(lo, 0) : lo + step]))
     return first, tuple(out)
 
 

@@ -1,9 +1,11 @@
 """OTel attributes → Prometheus label sets, on the hot path.
 
 One point's labels are its attributes plus labels shared by every point of its scope and resource
-(`otel_scope_*`, `job`, `instance`). The shared part is built once per scope (`BaseLabels`); per point
-only the attributes are converted, with label names cached. Collisions (`http.method` + `http_method`,
-or an attribute called `job`) take a slow path that merges values with `;` as the spec requires.
+(`otel_scope_*`, `job`, `instance`). The shared part is built once per scope and resource
+(`BaseLabels`); per point only the attributes are converted, and a finished label set is cached by the
+attributes' wire fingerprint (wire.py), so a series seen before costs a dict lookup. Collisions
+(`http.method` + `http_method`, or an attribute called `job`) take a slow path that merges values
+with `;` as the spec requires.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def resource_identity(attributes: Sequence[KeyValue]) -> ResourceIdentity:
 class BaseLabels(NamedTuple):
     """Labels shared by every point of one scope of one resource."""
 
+    id: int  # distinguishes cached label sets of different scopes/resources
     labels: dict[str, str]  # merged; copied for each point
     items: tuple[tuple[str, str, str], ...]  # (label, original key, value) for the collision slow path
 
@@ -146,15 +149,23 @@ def target_labels(identity: ResourceIdentity) -> dict[str, str]:
 
 
 class LabelBuilder:
-    """Converts point attributes to a label set and its series key, caching sanitized names.
+    """Converts point attributes to a label set and its series key.
 
-    The name cache is bounded: attribute keys come from clients, so it is cleared when full
-    rather than allowed to grow.
+    Three caches, all bounded because their keys come from clients (each is cleared when full rather
+    than allowed to grow): sanitized attribute names; the base labels of each scope/resource; and
+    finished label sets by attribute fingerprint (wire.py). The last one is filled only through
+    `remember`, for label sets that got a series of their own, so a flood of one-off values can't
+    fill it and its size follows the series caps.
     """
 
-    def __init__(self, max_cached_names: int = 4096) -> None:
+    def __init__(
+        self, max_label_sets: int = 20_000, max_names: int = 4096, max_bases: int = 1024
+    ) -> None:
         self._names: dict[str, str | None] = {}
-        self._max = max_cached_names
+        self._bases: dict[tuple, BaseLabels] = {}
+        self._label_sets: dict[tuple[int, bytes], tuple[LabelKey, dict[str, str]]] = {}
+        self._max_label_sets, self._max_names, self._max_bases = max_label_sets, max_names, max_bases
+        self._next_id = 0
 
     def attribute_name(self, key: str) -> str | None:
         """The label for a point attribute key, or None when the key sanitizes to nothing."""
@@ -164,7 +175,7 @@ class LabelBuilder:
                 name = attribute_label_name(key)
             except InvalidNameError:
                 name = None
-            if len(self._names) >= self._max:
+            if len(self._names) >= self._max_names:
                 self._names.clear()
             self._names[key] = name
         return name  # type: ignore[return-value]
@@ -180,24 +191,56 @@ class LabelBuilder:
         scope_labels: bool = True,
     ) -> BaseLabels:
         """The labels every point of a scope carries: `otel_scope_*` and `job`/`instance`."""
+        scope_items = tuple((kv.key, any_value_str(kv.value)) for kv in scope_attributes) if scope_labels else ()
+        job, instance = (identity.job, identity.instance) if identity is not None else ("", "")
+        signature = (job, instance, scope_name, scope_version, schema_url, scope_items, scope_labels)
+        base = self._bases.get(signature)
+        if base is None:
+            if len(self._bases) >= self._max_bases:
+                self._bases.clear()
+                self._label_sets.clear()  # keyed by base ids that are now unreachable
+            base = self._bases[signature] = self._build_base(
+                identity, scope_name, scope_version, schema_url, scope_items, scope_labels
+            )
+        return base
+
+    def _build_base(
+        self,
+        identity: ResourceIdentity | None,
+        scope_name: str,
+        scope_version: str,
+        schema_url: str,
+        scope_items: tuple[tuple[str, str], ...],
+        scope_labels: bool,
+    ) -> BaseLabels:
         items: list[tuple[str, str, str]] = []
         if scope_labels:
             reserved = ("otel_scope_name", "otel_scope_version", "otel_scope_schema_url")
-            for kv in scope_attributes:
-                original = "otel_scope_" + kv.key
+            for key, value in scope_items:
+                original = "otel_scope_" + key
                 try:
                     label = label_name(original)
                 except InvalidNameError:
                     continue
                 if label not in reserved:  # spec §1.3: such a scope attribute MUST be dropped
-                    items.append((label, original, any_value_str(kv.value)))
+                    items.append((label, original, value))
             items.append(("otel_scope_name", "otel_scope_name", scope_name))
             items.append(("otel_scope_version", "otel_scope_version", scope_version))
             items.append(("otel_scope_schema_url", "otel_scope_schema_url", schema_url))
         if identity is not None:
             items.append(("job", "job", identity.job))
             items.append(("instance", "instance", identity.instance))
-        return BaseLabels(merge_labels(items), tuple(items))
+        self._next_id += 1
+        return BaseLabels(self._next_id, merge_labels(items), tuple(items))
+
+    def cached(self, base: BaseLabels, fingerprint: bytes) -> tuple[LabelKey, dict[str, str]] | None:
+        """A label set remembered for these attributes (by wire fingerprint) under this base."""
+        return self._label_sets.get((base.id, fingerprint))
+
+    def remember(self, base: BaseLabels, fingerprint: bytes, key: LabelKey, labels: dict[str, str]) -> None:
+        if len(self._label_sets) >= self._max_label_sets:
+            self._label_sets.clear()
+        self._label_sets[(base.id, fingerprint)] = (key, labels)
 
     def point(self, base: BaseLabels, attributes: Sequence[KeyValue]) -> tuple[LabelKey, dict[str, str]]:
         """(series key, labels) for one data point."""

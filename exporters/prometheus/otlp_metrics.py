@@ -18,7 +18,8 @@ go to `target_info` only (reference §1.7, §2.4).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 from typing import Any
 
@@ -51,14 +52,18 @@ from exporters.prometheus.series import (
     Kind,
     Quantiles,
     Reason,
+    Record,
     Scalar,
     SeriesStore,
 )
+from exporters.prometheus.wire import attribute_fingerprints
 
 _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 _UNSPECIFIED = AggregationTemporality.AGGREGATION_TEMPORALITY_UNSPECIFIED
 _MAX_CACHED_NAMES = 10_000
+_MAX_CACHED_BOUNDS = 1024
+_MISSING = object()
 
 TARGET_FAMILY = "target"  # rendered `target_info`
 
@@ -72,11 +77,29 @@ class MetricsTranslator:
         # names come from clients.
         self._names: dict[tuple[str, str, MetricType], tuple[str, str] | Reason] = {}
         self._target = store.builtin(TARGET_FAMILY, "info", "Target metadata")
+        self._known_bounds: dict[tuple[float, ...], tuple[float, ...] | None] = {}
+        max_buckets = config.exponential_histogram_max_buckets
+        # OTLP data kind → (convert, combine, fold); see _observe_points.
+        self._handlers: dict[str, tuple[Callable, Callable, Callable]] = {
+            "gauge": (self._number, temporality.number, temporality.fold_number),
+            "sum": (self._number, temporality.number, temporality.fold_number),
+            "histogram": (self._histogram, temporality.histogram, temporality.fold_histogram),
+            "exponential_histogram": (
+                self._exponential,
+                partial(temporality.exponential, max_buckets=max_buckets),
+                partial(temporality.fold_exponential, max_buckets=max_buckets),
+            ),
+            "summary": (self._summary, temporality.summary, temporality.no_fold),
+        }
 
     def observe(self, request: ExportMetricsServiceRequest, now: float) -> None:
         config = self._config
         for rm in request.resource_metrics:
             identity = resource_identity(rm.resource.attributes)
+            if identity.job and not identity.instance:
+                # Replicas without an instance id write the same series and their counters flap.
+                self._store.warn_once(identity.job, "instance", "job %s sends no service.instance.id: "
+                                      "its replicas share series", identity.job)
             if config.target_info and (identity.job or identity.instance):
                 self._observe_target(identity, now)
             for sm in rm.scope_metrics:
@@ -123,17 +146,12 @@ class MetricsTranslator:
             else:
                 kind, name_type = "histogram", which
         family = self._family(metric, name_type, kind)
-        if type(family) is Reason:
+        if isinstance(family, Reason):
             self._store.drop(family, len(points))
-        elif kind == "histogram":
-            if which == "histogram":
-                self._histograms(family, points, base, delta, now)  # type: ignore[arg-type]
-            else:
-                self._exponentials(family, points, base, delta, now)  # type: ignore[arg-type]
-        elif kind == "summary":
-            self._summaries(family, points, base, now)  # type: ignore[arg-type]
-        else:
-            self._numbers(family, points, base, delta, now)  # type: ignore[arg-type]
+            return
+        convert, combine, fold = self._handlers[which]
+        fingerprints = attribute_fingerprints(data, which)
+        self._observe_points(family, points, fingerprints, base, delta, now, convert, combine, fold)
 
     def _family(self, metric: Metric, name_type: MetricType, kind: Kind) -> Family | Reason:
         cache_key = (metric.name, metric.unit, name_type)
@@ -143,9 +161,9 @@ class MetricsTranslator:
             if len(self._names) >= _MAX_CACHED_NAMES:
                 self._names.clear()
             self._names[cache_key] = named
-        if type(named) is Reason:
+        if isinstance(named, Reason):
             return named
-        name, unit = named  # type: ignore[misc]
+        name, unit = named
         return self._store.family(name, kind, metric.description or metric.name, unit)
 
     def _name(self, otel_name: str, unit: str, name_type: MetricType) -> tuple[str, str] | Reason:
@@ -162,150 +180,120 @@ class MetricsTranslator:
         # OpenMetrics requires the family name to end with its unit; otherwise omit the metadata.
         return name, word if word and name.endswith("_" + word) else ""
 
-    # --- per point type ---
-
-    def _numbers(
-        self, family: Family, points: Sequence[NumberDataPoint], base: BaseLabels, delta: bool, now: float
-    ) -> None:
-        store, point_labels = self._store, self._labels.point
-        for p in points:
-            key, labels = point_labels(base, p.attributes)
-            if p.flags & _NO_RECORDED_VALUE:
-                store.delete(family, key)
-                continue
-            # as_double is 0.0 when the value is an int, and as_int is 0 when it is a double.
-            value = p.as_double or float(p.as_int)
-            new = Scalar(labels, value, p.start_time_unix_nano, p.time_unix_nano, now)
-            target = store.admit(family, key, additive=delta)
-            if target is None:
-                continue
-            previous = family.series.get(target)
-            if target is OVERFLOW_KEY:
-                record = temporality.fold_number(previous, new)
-            else:
-                record = temporality.number(previous, new, delta)
-            if type(record) is Reason:
-                store.drop(record)
-            else:
-                store.put(family, target, record)  # type: ignore[arg-type]
-
-    def _histograms(
-        self, family: Family, points: Sequence[HistogramDataPoint], base: BaseLabels, delta: bool, now: float
-    ) -> None:
-        store, point_labels = self._store, self._labels.point
-        for p in points:
-            key, labels = point_labels(base, p.attributes)
-            if p.flags & _NO_RECORDED_VALUE:
-                store.delete(family, key)
-                continue
-            buckets = explicit_buckets(p)
-            if buckets is None:
-                store.drop(Reason.INVALID_POINT)
-                continue
-            total = p.sum if p.HasField("sum") else None
-            new = Hist(labels, buckets[0], buckets[1], total, p.start_time_unix_nano, p.time_unix_nano, now)
-            target = store.admit(family, key, additive=delta)
-            if target is None:
-                continue
-            previous = family.series.get(target)
-            if target is OVERFLOW_KEY:
-                record = temporality.fold_histogram(previous, new)
-            else:
-                record = temporality.histogram(previous, new, delta)
-            if type(record) is Reason:
-                store.drop(record)
-            else:
-                store.put(family, target, record)  # type: ignore[arg-type]
-
-    def _exponentials(
+    def _observe_points(
         self,
         family: Family,
-        points: Sequence[ExponentialHistogramDataPoint],
+        points: Sequence[Any],
+        fingerprints: list[bytes],
         base: BaseLabels,
         delta: bool,
         now: float,
+        convert: Callable[[Any, dict[str, str], float], Record | Reason],
+        combine: Callable[[Record | None, Any, bool], Record | Reason],
+        fold: Callable[[Record | None, Any], Record | Reason],
     ) -> None:
-        store, point_labels = self._store, self._labels.point
-        target_scale = self._config.exponential_histogram_scale
-        max_buckets = self._config.exponential_histogram_max_buckets
-        for p in points:
-            key, labels = point_labels(base, p.attributes)
-            if p.flags & _NO_RECORDED_VALUE:
+        """The per-point loop shared by every metric type; `convert` makes the point's record,
+        `combine` merges it with the series' previous one, `fold` into the overflow series."""
+        store, label_sets = self._store, self._labels
+        for point, fingerprint in zip(points, fingerprints, strict=True):
+            cached = label_sets.cached(base, fingerprint)
+            key, labels = cached if cached is not None else label_sets.point(base, point.attributes)
+            if point.flags & _NO_RECORDED_VALUE:
                 store.delete(family, key)
                 continue
-            zero_threshold = p.zero_threshold
-            if not 0.0 <= zero_threshold < math.inf:
-                store.drop(Reason.INVALID_POINT)
+            new = convert(point, labels, now)
+            if type(new) is Reason:
+                store.drop(new)
                 continue
-            scale, positive, negative = exp_histogram.fit(
-                p.scale,
-                exp_histogram.trim(p.positive.offset, p.positive.bucket_counts),
-                exp_histogram.trim(p.negative.offset, p.negative.bucket_counts),
-                target_scale,
-                max_buckets,
-            )
-            total = p.sum if p.HasField("sum") else None
-            new = ExpHist(
-                labels, scale, zero_threshold, p.zero_count, positive, negative, total,
-                p.start_time_unix_nano, p.time_unix_nano, now,
-            )
             target = store.admit(family, key, additive=delta)
             if target is None:
                 continue
+            if cached is None and target is key:
+                label_sets.remember(base, fingerprint, key, labels)
             previous = family.series.get(target)
-            if target is OVERFLOW_KEY:
-                record = temporality.fold_exponential(previous, new, max_buckets)
-            else:
-                record = temporality.exponential(previous, new, delta, max_buckets)
+            record = fold(previous, new) if target is OVERFLOW_KEY else combine(previous, new, delta)
             if type(record) is Reason:
                 store.drop(record)
             else:
                 store.put(family, target, record)  # type: ignore[arg-type]
 
-    def _summaries(
-        self, family: Family, points: Sequence[SummaryDataPoint], base: BaseLabels, now: float
-    ) -> None:
-        store, point_labels = self._store, self._labels.point
-        for p in points:
-            key, labels = point_labels(base, p.attributes)
-            if p.flags & _NO_RECORDED_VALUE:
-                store.delete(family, key)
-                continue
-            # One sample per quantile, lowest first (a repeated quantile keeps its last value).
-            quantiles = tuple(sorted({q.quantile: q.value for q in p.quantile_values}.items()))
-            if any(math.isnan(q) for q, _ in quantiles):
-                store.drop(Reason.INVALID_POINT)
-                continue
-            new = Quantiles(labels, quantiles, p.count, p.sum, p.start_time_unix_nano, p.time_unix_nano, now)
-            target = store.admit(family, key, additive=False)
-            if target is None:
-                continue
-            previous = family.series.get(target)
-            if type(previous) is Quantiles and new.time < previous.time:
-                store.drop(Reason.OUT_OF_ORDER)
-            else:
-                store.put(family, target, new)
+    # --- per point type: OTLP point → record ---
+
+    @staticmethod
+    def _number(point: NumberDataPoint, labels: dict[str, str], now: float) -> Scalar:
+        # as_double is 0.0 when the value is an int, and as_int is 0 when it is a double.
+        value = point.as_double or float(point.as_int)
+        return Scalar(labels, value, point.start_time_unix_nano, point.time_unix_nano, now)
+
+    def _histogram(self, point: HistogramDataPoint, labels: dict[str, str], now: float) -> Hist | Reason:
+        buckets = explicit_buckets(point, self._known_bounds)
+        if buckets is None:
+            return Reason.INVALID_POINT
+        total = point.sum if point.HasField("sum") else None
+        return Hist(labels, buckets[0], buckets[1], total, point.start_time_unix_nano, point.time_unix_nano, now)
+
+    def _exponential(
+        self, point: ExponentialHistogramDataPoint, labels: dict[str, str], now: float
+    ) -> ExpHist | Reason:
+        zero_threshold = point.zero_threshold
+        if not 0.0 <= zero_threshold < math.inf:
+            return Reason.INVALID_POINT
+        scale, positive, negative = exp_histogram.fit(
+            point.scale,
+            exp_histogram.trim(point.positive.offset, point.positive.bucket_counts),
+            exp_histogram.trim(point.negative.offset, point.negative.bucket_counts),
+            self._config.exponential_histogram_scale,
+            self._config.exponential_histogram_max_buckets,
+        )
+        total = point.sum if point.HasField("sum") else None
+        return ExpHist(
+            labels, scale, zero_threshold, point.zero_count, positive, negative, total,
+            point.start_time_unix_nano, point.time_unix_nano, now,
+        )
+
+    @staticmethod
+    def _summary(point: SummaryDataPoint, labels: dict[str, str], now: float) -> Quantiles | Reason:
+        # One sample per quantile, lowest first (a repeated quantile keeps its last value).
+        quantiles = tuple(sorted({q.quantile: q.value for q in point.quantile_values}.items()))
+        if any(math.isnan(q) for q, _ in quantiles):
+            return Reason.INVALID_POINT
+        return Quantiles(
+            labels, quantiles, point.count, point.sum, point.start_time_unix_nano, point.time_unix_nano, now
+        )
 
 
-def explicit_buckets(point: HistogramDataPoint) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
+def explicit_buckets(
+    point: HistogramDataPoint, known: dict[tuple[float, ...], tuple[float, ...] | None]
+) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
     """(ascending bounds, per-bucket counts incl. +Inf), or None when the point is unusable.
 
     No bucket counts means count-only: a single +Inf bucket. Unsorted or repeated bounds are sorted
     and merged (the Collector sorts too); an explicit +Inf bound merges into the implicit one.
+    `known` caches, per distinct bounds, the canonical tuple (shared by every series using it) when
+    the bounds need no fixing, or None when they take the slow path.
     """
     counts = tuple(point.bucket_counts)
-    bounds = tuple(point.explicit_bounds)
     if not counts:
         return (), (point.count,)
-    if len(counts) != len(bounds) + 1 or any(math.isnan(b) for b in bounds):
+    bounds = tuple(point.explicit_bounds)
+    if len(counts) != len(bounds) + 1:
         return None
-    if any(a >= b for a, b in pairwise(bounds)):
-        merged: dict[float, int] = {}
-        for bound, count in zip(bounds, counts, strict=False):
-            merged[bound] = merged.get(bound, 0) + count
-        ordered = sorted(merged.items())
-        bounds = tuple(b for b, _ in ordered)
-        counts = (*(c for _, c in ordered), counts[-1])
+    canonical = known.get(bounds, _MISSING)
+    if canonical is _MISSING:
+        plain = all(a < b for a, b in pairwise(bounds)) and not (bounds and not math.isfinite(bounds[-1]))
+        canonical = bounds if plain and not any(math.isnan(b) for b in bounds) else None
+        if len(known) >= _MAX_CACHED_BOUNDS:
+            known.clear()
+        known[bounds] = canonical
+    if canonical is not None:
+        return canonical, counts  # type: ignore[return-value]
+    if any(math.isnan(b) for b in bounds):
+        return None
+    merged: dict[float, int] = {}
+    for bound, count in zip(bounds, counts, strict=False):
+        merged[bound] = merged.get(bound, 0) + count
+    ordered = sorted(merged.items())
+    bounds, counts = tuple(b for b, _ in ordered), (*(c for _, c in ordered), counts[-1])
     if bounds and bounds[-1] == math.inf:
         bounds, counts = bounds[:-1], (*counts[:-2], counts[-2] + counts[-1])
     return bounds, counts

@@ -13,6 +13,7 @@ expiring is a scan from the front that stops at the first fresh series: O(expire
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,9 @@ class Reason(StrEnum):
     OVERFLOW = "overflow"  # series cap reached: folded into the otel_metric_overflow series
     CARDINALITY_LIMIT = "cardinality_limit"  # series cap reached and the point can't be folded: dropped
 
+
+_log = logging.getLogger(__name__)
+_MAX_WARNED = 1000
 
 OVERFLOW_KEY: LabelKey = (("otel_metric_overflow", "true"),)
 OVERFLOW_LABELS: dict[str, str] = dict(OVERFLOW_KEY)
@@ -180,6 +184,16 @@ class SeriesStore:
         self.active = 0
         self.dropped: Counter[str] = Counter()
         self._views: dict[str, tuple[int, FamilyView]] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def warn_once(self, subject: str, topic: str, message: str, *args: object) -> None:
+        """Log a warning the first time `topic` happens to `subject`; the counters carry the rest."""
+        if (subject, topic) in self._warned:
+            return
+        if len(self._warned) >= _MAX_WARNED:
+            self._warned.clear()
+        self._warned.add((subject, topic))
+        _log.warning(message, *args)
 
     # --- families ---
 
@@ -199,13 +213,21 @@ class SeriesStore:
         family = self.families.get(name)
         if family is not None:
             if family.kind != kind:
+                self.warn_once(name, kind, "instrument type conflict: %s is a %s, dropping %s points", name,
+                               family.kind, kind)
                 return Reason.TYPE_CONFLICT
-            return Reason.NAME_CLASH if family.builtin else family
-        if name.startswith(self._reserved_prefixes):
-            return Reason.NAME_CLASH
-        if self.active >= self.max_series_total:
+            if not family.builtin:
+                return family
+        elif self.active >= self.max_series_total:
+            self.warn_once("*", "cap", "global series cap (%d) reached: new metrics are dropped", self.max_series_total)
             return Reason.CARDINALITY_LIMIT  # a new family would need a new series
-        return self._create(name, kind, help, unit, builtin=False) or Reason.NAME_CLASH
+        elif not name.startswith(self._reserved_prefixes):
+            created = self._create(name, kind, help, unit, builtin=False)
+            if created is not None:
+                return created
+        self.warn_once(name, "clash", "metric name %s clashes with another family's samples or a name otelpg "
+                       "writes, dropping its points", name)
+        return Reason.NAME_CLASH
 
     def _create(self, name: str, kind: Kind, help: str, unit: str, builtin: bool) -> Family | None:
         names = sample_names(name, kind)
@@ -238,6 +260,8 @@ class SeriesStore:
             return key
         if len(series) < self.max_series_per_metric and self.active < self.max_series_total:
             return key
+        self.warn_once(family.name, "cap", "series cap reached for %s: new label sets are %s", family.name,
+                       "folded into its otel_metric_overflow series" if additive else "dropped")
         if additive:
             self.dropped[Reason.OVERFLOW] += 1
             return OVERFLOW_KEY

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from operator import add
 from typing import NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -72,18 +73,13 @@ class SpanMetrics:
 
     def observe(self, request: ExportTraceServiceRequest, now: float) -> None:
         bounds, buckets = self._bounds, len(self._bounds) + 1
-        kinds, statuses = _KINDS, _STATUSES
-        tally: dict[tuple[str, str, str, str], list] = {}
+        # (service, span name, kind number, status number) → [calls, bucket counts, sum]
+        tally: dict[tuple[str, str, int, int], list] = {}
         for rs in request.resource_spans:
             service = resource_identity(rs.resource.attributes).service_name
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    key = (
-                        service,
-                        span.name,
-                        kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
-                        statuses.get(span.status.code, "STATUS_CODE_UNSET"),
-                    )
+                    key = (service, span.name, span.kind, span.status.code)
                     entry = tally.get(key)
                     if entry is None:
                         entry = tally[key] = [0, [0] * buckets, 0.0]
@@ -92,20 +88,20 @@ class SpanMetrics:
                     entry[0] += 1
                     entry[1][bisect_left(bounds, seconds)] += 1  # le is inclusive: bound b holds b
                     entry[2] += seconds
-        for key, (calls, counts, total) in tally.items():
-            self._apply(SpanKey(*key), calls, counts, total, now)
+        kinds, statuses = _KINDS, _STATUSES
+        for (service, name, kind, status), (calls, counts, total) in tally.items():
+            key = SpanKey(
+                service, name, kinds.get(kind, "SPAN_KIND_UNSPECIFIED"), statuses.get(status, "STATUS_CODE_UNSET")
+            )
+            self._apply(key, calls, counts, total, now)
 
     def _apply(self, key: SpanKey, calls: int, counts: list[int], total: float, now: float) -> None:
         store, calls_family, duration_family = self._store, self._calls, self._duration
-        label_key: LabelKey = tuple(
-            (name, value)
-            for name, value in (
-                ("service_name", key.service_name),
-                ("span_kind", key.span_kind),
-                ("span_name", key.span_name),
-                ("status_code", key.status_code),
-            )
-            if value  # an empty label value is an absent label
+        service, name, kind, status = key
+        label_key: LabelKey = (
+            (("service_name", service), ("span_kind", kind), ("span_name", name), ("status_code", status))
+            if name  # an empty label value is an absent label
+            else (("service_name", service), ("span_kind", kind), ("status_code", status))
         )
         target = store.admit(calls_family, label_key, additive=True)
         if target is None:  # not reached: span counts are additive, so they fold instead
@@ -114,25 +110,25 @@ class SpanMetrics:
             key = OVERFLOW_SPAN_KEY
         previous = calls_family.series.get(target)
         if type(previous) is Scalar:
-            store.put(calls_family, target, previous._replace(value=previous.value + calls, updated=now))
+            labels = previous.labels
+            store.put(calls_family, target, Scalar(labels, previous.value + calls, 0, 0, now))
         else:
             labels = OVERFLOW_LABELS if target is OVERFLOW_KEY else dict(label_key)
             store.put(calls_family, target, Scalar(labels, float(calls), 0, 0, now))
         # The duration series mirrors the calls series: same key, admitted by the same decision.
-        previous_hist = duration_family.series.get(target)
-        if type(previous_hist) is Hist:
-            merged = tuple(a + b for a, b in zip(previous_hist.counts, counts, strict=True))
-            added = previous_hist._replace(counts=merged, sum=(previous_hist.sum or 0.0) + total, updated=now)
-            store.put(duration_family, target, added)
+        hist = duration_family.series.get(target)
+        if type(hist) is Hist:
+            merged = tuple(map(add, hist.counts, counts))
+            hist_sum = (hist.sum or 0.0) + total
+            store.put(duration_family, target, Hist(labels, self._bounds, merged, hist_sum, 0, 0, now))
         else:
-            labels = calls_family.series[target].labels
             store.put(duration_family, target, Hist(labels, self._bounds, tuple(counts), total, 0, 0, now))
         pending = self._pending.get(key)
         if pending is None:
             self._pending[key] = [calls, counts, total]
         else:
             pending[0] += calls
-            pending[1] = [a + b for a, b in zip(pending[1], counts, strict=True)]
+            pending[1] = list(map(add, pending[1], counts))
             pending[2] += total
 
     def drain(self) -> dict[SpanKey, SpanMetricsDelta]:

@@ -14,8 +14,10 @@ counter only decreases when its source really restarted (or a delta stream had a
 
 from __future__ import annotations
 
+from operator import add
+
 from exporters.prometheus import exp_histogram
-from exporters.prometheus.series import OVERFLOW_LABELS, ExpHist, Hist, Reason, Record, Scalar
+from exporters.prometheus.series import OVERFLOW_LABELS, ExpHist, Hist, Quantiles, Reason, Record, Scalar
 
 
 def _alignment(previous_time: int, start: int) -> Reason | bool:
@@ -72,6 +74,13 @@ def exponential(previous: Record | None, new: ExpHist, delta: bool, max_buckets:
     return new if aligned is False else aligned
 
 
+def summary(previous: Record | None, new: Quantiles, delta: bool = False) -> Quantiles | Reason:
+    """A summary point replaces the previous one unless it is older (summaries have no temporality)."""
+    if type(previous) is Quantiles and new.time < previous.time:
+        return Reason.OUT_OF_ORDER
+    return new
+
+
 # --- folding into the overflow series: additive, no alignment (many streams share it) ---
 
 
@@ -99,8 +108,13 @@ def fold_exponential(previous: Record | None, new: ExpHist, max_buckets: int) ->
     return merged._replace(time=max(previous.time, new.time))
 
 
+def no_fold(previous: Record | None, new: Record) -> Reason:
+    """Summaries are never additive (admit() never sends them to the overflow series)."""
+    return Reason.CARDINALITY_LIMIT
+
+
 def _add_hist(a: Hist, b: Hist, start: int) -> Hist:
-    counts = tuple(x + y for x, y in zip(a.counts, b.counts, strict=True))
+    counts = tuple(map(add, a.counts, b.counts))  # same bounds, so same length
     total = None if a.sum is None or b.sum is None else a.sum + b.sum
     return Hist(a.labels, a.bounds, counts, total, start, b.time, b.updated)
 

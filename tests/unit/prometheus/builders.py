@@ -174,9 +174,7 @@ def exp_histogram(
     return m.Metric(
         name=name,
         unit=unit,
-        exponential_histogram=m.ExponentialHistogram(
-            data_points=list(points), aggregation_temporality=temporality
-        ),
+        exponential_histogram=m.ExponentialHistogram(data_points=list(points), aggregation_temporality=temporality),
     )
 
 
@@ -195,9 +193,7 @@ def summary(
         count=count,
         sum=total,
         time_unix_nano=time,
-        quantile_values=[
-            m.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v) for q, v in quantiles.items()
-        ],
+        quantile_values=[m.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v) for q, v in quantiles.items()],
     )
     return m.Metric(name=name, unit=unit, summary=m.Summary(data_points=[point]))
 
@@ -213,9 +209,7 @@ def metrics_request(
     rm = request.resource_metrics.add()
     rm.resource.attributes.extend(attrs(DEFAULT_RESOURCE if resource is None else resource))
     sm = rm.scope_metrics.add()
-    sm.scope.CopyFrom(
-        InstrumentationScope(name=scope[0], version=scope[1], attributes=attrs(scope_attributes))
-    )
+    sm.scope.CopyFrom(InstrumentationScope(name=scope[0], version=scope[1], attributes=attrs(scope_attributes)))
     sm.schema_url = schema_url
     sm.metrics.extend(metrics)
     return request

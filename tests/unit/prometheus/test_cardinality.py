@@ -96,9 +96,7 @@ def test_span_names_with_ids_stay_under_the_cap():
     assert len(calls.samples) == 101
     assert sum(s.value for s in calls.samples) == 10_000
     duration = families["traces_span_metrics_duration_seconds"]
-    assert (
-        len({tuple(sorted(s.labels.items())) for s in duration.samples if s.name.endswith("_count")}) == 101
-    )
+    assert len({tuple(sorted(s.labels.items())) for s in duration.samples if s.name.endswith("_count")}) == 101
 
 
 def test_global_cap_bounds_all_families_together():

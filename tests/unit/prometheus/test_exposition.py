@@ -102,6 +102,7 @@ def test_text_0_0_4_by_default(aggregator, accept):
     [
         "application/openmetrics-text",
         "application/openmetrics-text; version=1.0.0",
+        "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
         "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5",
         # what Prometheus 2.x/3.x sends
         "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -156,11 +157,7 @@ def test_escaping_and_special_values_roundtrip(aggregator):
         assert sample.labels["queue"] == 'a "quoted" \\ back\nslash'
         assert sample.labels["utf8"] == "żółw"
         values = {s.labels["v"]: s.value for s in families["weird_values"].samples}
-        assert (
-            values["inf"] == float("inf")
-            and values["-inf"] == float("-inf")
-            and values["nan"] != values["nan"]
-        )
+        assert values["inf"] == float("inf") and values["-inf"] == float("-inf") and values["nan"] != values["nan"]
         assert families["http_server_requests"].samples[0].labels["ok"] == "true"
 
 
@@ -170,9 +167,7 @@ def test_every_family_has_help_and_one_type(aggregator):
     helps = [line.split(" ")[2] for line in lines if line.startswith("# HELP ")]
     types = [line.split(" ")[2] for line in lines if line.startswith("# TYPE ")]
     assert len(helps) == len(set(helps)) == len(types) == len(set(types))
-    assert all(
-        len(line.split(" ", 3)) == 4 and line.split(" ", 3)[3] for line in lines if line.startswith("# HELP ")
-    )
+    assert all(len(line.split(" ", 3)) == 4 and line.split(" ", 3)[3] for line in lines if line.startswith("# HELP "))
 
 
 def test_collectors_register_on_an_injected_registry_only():
@@ -216,9 +211,7 @@ def test_snapshots_are_immutable_views():
     assert agg.snapshot().families[1] is after.families[1]  # unchanged families reuse their view
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool is not on PATH (Debian package `prometheus`)"
-)
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (Debian package `prometheus`)")
 def test_promtool_check_metrics_passes(aggregator):
     body, _ = render(registry_for(aggregator), None, None)
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)

@@ -49,9 +49,7 @@ def test_format_double_infinities():
 
 def test_point_labels_add_scope_and_resource_labels():
     builder = LabelBuilder()
-    identity = resource_identity(
-        attrs({"service.name": "api", "service.instance.id": "i-1", "host.name": "h"})
-    )
+    identity = resource_identity(attrs({"service.name": "api", "service.instance.id": "i-1", "host.name": "h"}))
     base = builder.base(identity, "lib", "1.0", "https://schema", attrs({"team": "core"}))
     key, labels = builder.point(base, attrs({"http.route": "/x", "ok": True}))
     assert labels == {
@@ -79,9 +77,7 @@ def test_point_labels_merge_collisions_from_attributes_and_added_labels():
 def test_reserved_and_invalid_attribute_names():
     builder = LabelBuilder()
     base = builder.base(None, scope_labels=False)
-    _, labels = builder.point(
-        base, attrs({"le": "1", "quantile": "q", "__name__": "x", "ようこそ": "y", "": "z"})
-    )
+    _, labels = builder.point(base, attrs({"le": "1", "quantile": "q", "__name__": "x", "ようこそ": "y", "": "z"}))
     assert labels == {"key_le": "1", "key_quantile": "q", "key_name_": "x"}
 
 
@@ -92,7 +88,7 @@ def test_scope_attribute_taking_a_reserved_scope_label_is_dropped():
 
 
 def test_label_name_cache_is_bounded():
-    builder = LabelBuilder(max_cached_names=10)
+    builder = LabelBuilder(max_names=10)
     base = builder.base(None, scope_labels=False)
     for i in range(100):
         builder.point(base, attrs({f"key.{i}": "v"}))

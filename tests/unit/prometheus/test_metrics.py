@@ -228,9 +228,7 @@ def test_cumulative_histogram_has_cumulative_buckets_sum_and_count():
     agg, _ = new_aggregator()
     agg.observe_metrics(
         metrics_request(
-            histogram(
-                "http.server.request.duration", [hist_point([0.005, 1.0, 1e6], [1, 2, 3, 4], 12.5)], unit="s"
-            ),
+            histogram("http.server.request.duration", [hist_point([0.005, 1.0, 1e6], [1, 2, 3, 4], 12.5)], unit="s"),
         )
     )
     family = scrape(agg)["http_server_request_duration_seconds"]
@@ -272,9 +270,7 @@ def test_delta_histogram_gap_overlap_and_bounds_change(second, expected_inf, rea
     agg, _ = new_aggregator()
     agg.observe_metrics(
         metrics_request(
-            histogram(
-                "latency", [hist_point([1.0, 2.0], [1, 1, 1], 3.0, start=0, time=10 * SEC)], temporality=DELTA
-            )
+            histogram("latency", [hist_point([1.0, 2.0], [1, 1, 1], 3.0, start=0, time=10 * SEC)], temporality=DELTA)
         )
     )
     start, end, bounds = second
@@ -360,9 +356,7 @@ def test_exponential_histogram_becomes_power_of_two_buckets():
 
 def test_exponential_histogram_positive_only_keeps_sum_and_count():
     agg, _ = new_aggregator()
-    agg.observe_metrics(
-        metrics_request(exp_histogram("size", [exp_point(0, (3, [2, 0, 1]), total=50.0)], unit="By"))
-    )
+    agg.observe_metrics(metrics_request(exp_histogram("size", [exp_point(0, (3, [2, 0, 1]), total=50.0)], unit="By")))
     family = scrape(agg, openmetrics=True)["size_bytes"]
     buckets = [(s.labels["le"], s.value) for s in family.samples if s.name == "size_bytes_bucket"]
     assert buckets == [("16.0", 2), ("32.0", 2), ("64.0", 3), ("+Inf", 3)]
@@ -374,17 +368,13 @@ def test_delta_exponential_histograms_merge_across_scales():
     agg, _ = new_aggregator(exponential_histogram_scale=2)
     agg.observe_metrics(
         metrics_request(
-            exp_histogram(
-                "e", [exp_point(2, (4, [1, 1, 1, 1]), total=8.0, start=0, time=10 * SEC)], temporality=DELTA
-            )
+            exp_histogram("e", [exp_point(2, (4, [1, 1, 1, 1]), total=8.0, start=0, time=10 * SEC)], temporality=DELTA)
         )
     )
     # an SDK rescale: the next delta arrives at scale 1
     agg.observe_metrics(
         metrics_request(
-            exp_histogram(
-                "e", [exp_point(1, (2, [2]), total=3.0, start=10 * SEC, time=20 * SEC)], temporality=DELTA
-            )
+            exp_histogram("e", [exp_point(1, (2, [2]), total=3.0, start=10 * SEC, time=20 * SEC)], temporality=DELTA)
         )
     )
     family = scrape(agg)["e"]
@@ -400,16 +390,12 @@ def test_delta_exponential_histograms_merge_across_scales():
 def test_summary_quantiles_are_sorted_go_formatted_floats():
     agg, _ = new_aggregator()
     agg.observe_metrics(
-        metrics_request(
-            summary("rpc.duration", {0.99: 3.0, 0.5: 1.0, 0.0: 0.1, 1.0: 9.0}, 10, 12.5, unit="s")
-        )
+        metrics_request(summary("rpc.duration", {0.99: 3.0, 0.5: 1.0, 0.0: 0.1, 1.0: 9.0}, 10, 12.5, unit="s"))
     )
     for openmetrics in (False, True):
         family = scrape(agg, openmetrics=openmetrics)["rpc_duration_seconds"]
         assert family.type == "summary"
-        quantiles = [
-            (s.labels["quantile"], s.value) for s in family.samples if s.name == "rpc_duration_seconds"
-        ]
+        quantiles = [(s.labels["quantile"], s.value) for s in family.samples if s.name == "rpc_duration_seconds"]
         assert quantiles == [("0.0", 0.1), ("0.5", 1.0), ("0.99", 3.0), ("1.0", 9.0)]
         assert only_value(family, "rpc_duration_seconds_count") == 10
         assert only_value(family, "rpc_duration_seconds_sum") == 12.5
@@ -429,9 +415,7 @@ def test_one_target_info_per_job_and_instance_with_resource_attributes():
     agg.observe_metrics(metrics_request(gauge("a", [number(1)]), resource=resource))
     agg.observe_metrics(metrics_request(gauge("b", [number(1)]), resource=resource))
     agg.observe_metrics(metrics_request(gauge("a", [number(1)]), resource={"service.name": "cart"}))
-    agg.observe_metrics(
-        metrics_request(gauge("a", [number(1)]), resource={"host.name": "h1"})
-    )  # no job/instance
+    agg.observe_metrics(metrics_request(gauge("a", [number(1)]), resource={"host.name": "h1"}))  # no job/instance
     family = scrape(agg)["target_info"]
     assert family.type == "gauge"
     assert labels_of(family) == [
@@ -493,13 +477,26 @@ def test_attributes_named_like_reserved_labels_do_not_break_the_exposition():
 # --- one TYPE per name; sample-name clashes; reserved names ---
 
 
+def test_a_type_conflict_is_logged_once(caplog):
+    agg, _ = new_aggregator()
+    agg.observe_metrics(metrics_request(gauge("foo", [number(1)])))
+    for _ in range(3):
+        agg.observe_metrics(
+            metrics_request(
+                sum_("foo", [number(1)], monotonic=False, temporality=CUMULATIVE),  # a gauge too: fine
+                histogram("foo", [hist_point([1.0], [1, 0], 1.0)]),
+            )
+        )
+    warnings = [r.getMessage() for r in caplog.records if "type conflict" in r.getMessage()]
+    assert warnings == ["instrument type conflict: foo is a gauge, dropping histogram points"]
+    assert dropped(agg, "type_conflict") == 3
+
+
 def test_a_later_conflicting_type_is_dropped_and_counted():
     agg, _ = new_aggregator()
     agg.observe_metrics(metrics_request(gauge("foo", [number(1)])))
     agg.observe_metrics(
-        metrics_request(
-            histogram("foo", [hist_point([1.0], [1, 0], 1.0)]), summary("foo", {0.5: 1.0}, 1, 1.0)
-        )
+        metrics_request(histogram("foo", [hist_point([1.0], [1, 0], 1.0)]), summary("foo", {0.5: 1.0}, 1, 1.0))
     )
     family = scrape(agg)["foo"]
     assert family.type == "gauge"
@@ -615,6 +612,9 @@ def test_cumulative_points_of_all_types_roundtrip_through_openmetrics():
     assert families["c_bytes"].unit == "bytes"
 
 
-def test_cumulative_and_delta_temporalities_are_in_scope():
-    # guard: the builders default to cumulative, the constants used above are the real enum values
-    assert (CUMULATIVE, DELTA, UNSPECIFIED) == (2, 1, 0)
+def test_a_job_without_instance_id_is_warned_about_once(caplog):
+    agg, _ = new_aggregator()
+    for value in (1, 2):
+        agg.observe_metrics(metrics_request(gauge("g", [number(value)]), resource={"service.name": "worker"}))
+    warnings = [r.getMessage() for r in caplog.records if "service.instance.id" in r.getMessage()]
+    assert warnings == ["job worker sends no service.instance.id: its replicas share series"]

@@ -134,9 +134,7 @@ def test_label_name_that_sanitizes_to_nothing_is_an_error(key):
         label_name(key)
 
 
-@pytest.mark.parametrize(
-    ("key", "expected"), [("le", "key_le"), ("quantile", "key_quantile"), ("lee", "lee")]
-)
+@pytest.mark.parametrize(("key", "expected"), [("le", "key_le"), ("quantile", "key_quantile"), ("lee", "lee")])
 def test_attributes_never_take_the_le_and_quantile_labels(key, expected):
     assert attribute_label_name(key) == expected
 

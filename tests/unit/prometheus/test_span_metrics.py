@@ -82,20 +82,12 @@ def test_calls_and_duration_by_service_span_kind_and_status():
 
 def test_bucket_bounds_are_inclusive_and_negative_durations_count_as_zero():
     agg, _ = new_aggregator()
-    backwards = Span(
-        name="odd", kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=2_000, end_time_unix_nano=1_000
-    )
+    backwards = Span(name="odd", kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=2_000, end_time_unix_nano=1_000)
     agg.observe_traces(traces_request(span("exact", 0.1), backwards))
     duration = scrape(agg)["traces_span_metrics_duration_seconds"]
-    assert (
-        only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="exact", le="0.1") == 1
-    )
-    assert (
-        only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="exact", le="0.05") == 0
-    )
-    assert (
-        only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="odd", le="0.002") == 1
-    )
+    assert only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="exact", le="0.1") == 1
+    assert only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="exact", le="0.05") == 0
+    assert only_value(duration, "traces_span_metrics_duration_seconds_bucket", span_name="odd", le="0.002") == 1
     assert only_value(duration, "traces_span_metrics_duration_seconds_sum", span_name="odd") == 0
 
 

@@ -1,0 +1,193 @@
+"""Durable spool: acknowledged requests that PostgreSQL can't take right now, on local disk.
+
+Append-only segment files in `<data_dir>/spool/`. A record is
+    length:u32 | crc32:u32 | signal:u8 | received_ns:u64 | payload (the request, protobuf)
+where length and crc cover everything after the crc. Concurrent appends are written together
+and made durable with one fsync (group fsync); each append returns only after that fsync, so
+an acknowledged request survives SIGKILL and power loss. A torn record at the end of a segment
+(a crash mid-write, never acknowledged) is detected by its length or crc and ignored.
+
+Segments are replayed oldest first and deleted once their rows are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.errors import BackpressureError
+
+log = logging.getLogger("otelpg.spool")
+
+_HEADER = struct.Struct("<II")  # length, crc32
+_META = struct.Struct("<BQ")  # signal, received_ns
+SIGNALS = ("traces", "metrics", "logs")
+_SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
+_PREFIX, _SUFFIX = "segment-", ".spool"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    segment: int  # segment sequence number
+    offset: int  # byte offset of the record in its segment: with `segment`, a stable identity
+    signal: str
+    received_ns: int
+    payload: bytes
+
+
+def _segment_name(seq: int) -> str:
+    return f"{_PREFIX}{seq:012d}{_SUFFIX}"
+
+
+def read_segment(path: Path) -> Iterator[Record]:
+    """Every intact record of a segment, in order; stops at the first torn or corrupt one."""
+    seq = int(path.name[len(_PREFIX):-len(_SUFFIX)])
+    data = path.read_bytes()
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, pos)
+        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        if length < _META.size or end > len(data) or zlib.crc32(data[start:end]) != crc:
+            log.warning("spool segment %s: torn record at offset %d ignored (never acknowledged)", path.name, pos)
+            return
+        code, received_ns = _META.unpack_from(data, start)
+        if code >= len(SIGNALS):
+            log.warning("spool segment %s: unknown signal %d at offset %d", path.name, code, pos)
+            return
+        yield Record(seq, pos, SIGNALS[code], received_ns, data[start + _META.size:end])
+        pos = end
+
+
+class Spool:
+    def __init__(self, directory: str | Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[int, int] = {self._seq(p): p.stat().st_size for p in self._paths()}
+        self._active_seq = max(self._sizes, default=0) + 1  # never append to a segment a crash left
+        self._active: int | None = None  # fd of the active segment, opened lazily
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._pending_bytes = 0
+        self._flushing = False
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        return int(path.name[len(_PREFIX):-len(_SUFFIX)])
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}"))
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._sizes.values()) + self._pending_bytes
+
+    @property
+    def empty(self) -> bool:
+        return self.bytes == 0
+
+    def fill(self) -> float:
+        return self.bytes / self.max_bytes if self.max_bytes else 1.0
+
+    async def append(self, signal: str, received_ns: int, payload: bytes) -> None:
+        """Return once the record is on disk and fsynced; BackpressureError when the spool is full."""
+        body = _META.pack(_SIGNAL_CODE[signal], received_ns) + payload
+        record = _HEADER.pack(len(body), zlib.crc32(body)) + body
+        if self.bytes + len(record) > self.max_bytes:
+            raise BackpressureError("otelpg's database is unavailable and its spool is full, retry later",
+                                    retry_after=5)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, fut))
+        self._pending_bytes += len(record)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        """Write every pending record with one write + one fsync, then resolve their futures."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                data = b"".join(r for r, _ in batch)
+                try:
+                    async with self._lock:
+                        await asyncio.to_thread(self._write_sync, data)
+                except OSError as e:
+                    error = BackpressureError(f"otelpg can't write its spool: {e.strerror}", retry_after=5)
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(error)
+                            fut.exception()
+                else:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+                finally:
+                    self._pending_bytes -= len(data)
+        finally:
+            self._flushing = False
+
+    def _write_sync(self, data: bytes) -> None:
+        if self._active is None or self._sizes.get(self._active_seq, 0) >= self.segment_bytes:
+            self._rotate_sync()
+        fd = self._active
+        assert fd is not None
+        before = self._sizes.get(self._active_seq, 0)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError:
+            # Drop whatever part was written so the segment holds only acknowledged records.
+            os.ftruncate(fd, before)
+            raise
+        self._sizes[self._active_seq] = before + len(data)
+
+    def _rotate_sync(self) -> None:
+        if self._active is not None:
+            os.close(self._active)
+            self._active_seq += 1
+        path = self.directory / _segment_name(self._active_seq)
+        self._active = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes.setdefault(self._active_seq, 0)
+        # The new file's directory entry must be durable too.
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def seal(self) -> list[Path]:
+        """Close the active segment so every segment on disk can be replayed; return them, oldest first."""
+        async with self._lock:
+            if self._active is not None:
+                os.close(self._active)
+                self._active = None
+                self._active_seq += 1
+            return [p for p in self._paths() if self._sizes.get(self._seq(p))]
+
+    def remove(self, path: Path) -> None:
+        """Delete a replayed segment."""
+        path.unlink(missing_ok=True)
+        self._sizes.pop(self._seq(path), None)
+
+    def discard_empty(self) -> None:
+        for p in self._paths():
+            seq = self._seq(p)
+            if not self._sizes.get(seq) and seq != self._active_seq:
+                self.remove(p)
+
+    def close(self) -> None:
+        if self._active is not None:
+            os.close(self._active)
+            self._active = None
