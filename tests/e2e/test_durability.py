@@ -121,8 +121,8 @@ async def _stored(dsn: str) -> list[str]:
     return [r["b"] for r in rows]
 
 
-async def _wait_until_all_stored(dsn: str, acked: list[str], timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
+async def _wait_until_all_stored(dsn: str, acked: list[str], within: float = 60) -> list[str]:
+    deadline = time.monotonic() + within
     while True:
         stored = await _stored(dsn)
         if set(acked) <= set(stored) or time.monotonic() > deadline:

@@ -40,9 +40,8 @@ async def test_torn_tail_is_ignored(tmp_path):
     await spool.append("logs", 2, b"also complete")
     (path,) = await spool.seal()
     size = path.stat().st_size
-    with open(path, "r+b") as f:  # a crash mid-write of a third record (never acknowledged)
-        f.seek(size)
-        f.write(b"\x40\x00\x00\x00garbage")
+    # A crash mid-write of a third record (never acknowledged).
+    path.write_bytes(path.read_bytes() + b"\x40\x00\x00\x00garbage")
     assert [r.payload for r in read_segment(path)] == [b"complete", b"also complete"]
     os.truncate(path, size - 3)  # and a corrupted last record
     assert [r.payload for r in read_segment(path)] == [b"complete"]
