@@ -20,6 +20,7 @@ from exporters.postgres.batcher import Batcher
 from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.maintenance import ensure_partitions
+from exporters.postgres.mapping.common import Limits, set_limits
 from exporters.postgres.replayer import Replayer
 from exporters.postgres.spool import Spool
 from exporters.postgres.writer import Writer
@@ -86,6 +87,8 @@ class App:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self.telemetry = Telemetry(self.registry)
+        set_limits(config.limits.max_attributes, config.limits.max_attribute_value_length)
+        self.telemetry.bind_truncations(Limits.truncated)
         self.aggregator = PrometheusAggregator(AggregatorConfig(
             expiry_seconds=config.prometheus.series_expiry,
             max_series_per_metric=config.prometheus.max_series_per_metric,
@@ -161,7 +164,9 @@ class App:
             http = HttpReceiver(exporter, self.telemetry, max_body=cfg.http.max_request_body_size,
                                 read_timeout=cfg.http.read_timeout, bearer_token=cfg.auth.bearer_token)
             # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
-            await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False)
+            # keepalive_timeout also closes connections whose request never completes (slow loris).
+            await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False,
+                              keepalive_timeout=cfg.http.idle_timeout)
         if cfg.grpc.enabled:
             self._grpc = GrpcReceiver(exporter, self.telemetry, max_message_size=cfg.grpc.max_recv_msg_size,
                                       bearer_token=cfg.auth.bearer_token, tls=cfg.tls)

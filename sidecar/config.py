@@ -50,6 +50,9 @@ class HttpReceiverConfig:
         20 * 1024 * 1024, "Largest request body in bytes, after decompression (413 beyond)."
     )
     read_timeout: float = setting(30.0, "Seconds a client may take to send its request body.")
+    idle_timeout: float = setting(
+        60.0, "Seconds before closing a connection that sends nothing (or a request that never completes)."
+    )
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,16 @@ class PrometheusConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_attributes: int = setting(
+        1024, "Attributes kept per attribute map (and elements per array); the rest are dropped and counted."
+    )
+    max_attribute_value_length: int = setting(
+        65536, "Characters kept per string value (bytes per bytes value); longer values are truncated and counted."
+    )
+
+
+@dataclass(frozen=True)
 class SpoolConfig:
     enabled: bool = setting(True, "Spool requests to disk (fsynced, then acknowledged) while PostgreSQL is "
                                   "unavailable or the queue is full; replay them when it is back.")
@@ -148,6 +161,7 @@ class Config:
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
@@ -246,7 +260,8 @@ def _validate(values: dict[str, Any]) -> None:
         v = values[s.key]
         if s.type in (int, float) and v is not None and v < 0:
             raise ConfigError(s.key, f"must not be negative, got {v}")
-    for key in ("spool.max_bytes", "batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
+    for key in ("limits.max_attributes", "limits.max_attribute_value_length", "spool.max_bytes",
+                "batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
                 "http.max_request_body_size", "grpc.max_recv_msg_size"):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")

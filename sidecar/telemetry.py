@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -11,6 +11,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -84,6 +85,13 @@ class Telemetry:
         self.pool_size = Gauge("otelpg_database_pool_size", "Open connections in the pool.", registry=registry)
         self.pool_in_use = Gauge("otelpg_database_pool_in_use", "Connections in use.", registry=registry)
 
+    def bind_truncations(self, counts: dict[str, int]) -> None:
+        """Export the mapping's truncation counts (a dict it increments) as a counter family."""
+        self.registry.register(_DictCounter(
+            "otelpg_mapping_truncated", "Attributes dropped and values truncated at the configured limits.",
+            "what", counts,
+        ))
+
     def bind_queue(self, size: Callable[[], float], capacity: float) -> None:
         self.queue_size.set_function(size)
         self.queue_capacity.set(capacity)
@@ -91,3 +99,18 @@ class Telemetry:
     def bind_pool(self, size: Callable[[], float], in_use: Callable[[], float]) -> None:
         self.pool_size.set_function(size)
         self.pool_in_use.set_function(in_use)
+
+
+class _DictCounter:
+    """A counter family read from a dict of running totals at scrape time."""
+
+    def __init__(self, name: str, documentation: str, label: str, counts: dict[str, int]) -> None:
+        self._args = (name, documentation)
+        self._label = label
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(*self._args, labels=[self._label])
+        for key, value in list(self._counts.items()):
+            family.add_metric([key], value)
+        yield family

@@ -26,11 +26,19 @@ _ZLIB_REASONS = {
     "incorrect length check": "invalid checksum",
 }
 
+# Input handed to zlib per call: it copies any input left over past a stream's end, so feeding
+# the whole body would make many small gzip members quadratic.
+_ZLIB_FEED = 64 * 1024
+# Concatenated gzip members / zstd frames allowed in one body. Senders write one; each costs a new
+# decoder, so without a bound a body of empty members costs seconds of CPU.
+_MAX_MEMBERS = 1000
+
 # A zstd block decodes to at most 128 KiB and takes at least 4 input bytes (RLE block), so one
 # input byte yields at most 32 KiB: feeding `budget // 32 KiB` bytes can't overshoot the budget
 # by more than one block. The floor keeps the call count sane near the limit.
 _ZSTD_BYTES_PER_INPUT_BYTE = 32 * 1024
 _ZSTD_MIN_STEP = 64
+_ZSTD_WRITE_SIZE = 64 * 1024  # output buffer per call: the default (128 KiB) hits mmap per call
 _ZSTD_MIN_WINDOW = 8 << 20  # level-19 streaming encoders declare 8 MiB windows
 _ZSTD_MAX_WINDOW = 1 << 27  # zstd's own default ceiling (128 MiB)
 
@@ -77,12 +85,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     """gzip, including concatenated members (RFC 1952 §2.2), like Go's multistream reader."""
     out: list[bytes] = []
     total = 0
-    data = body
-    while data:
-        inflater = zlib.decompressobj(_GZIP_WBITS)
-        total = _inflate(inflater, data, limit, total, out, "gzip")
-        data = inflater.unused_data  # the next member, or garbage that fails as "invalid header"
-    return b"".join(out)
+    pos = 0
+    with memoryview(body) as view:
+        for _ in range(_MAX_MEMBERS):
+            # Whatever follows a member must be another member: garbage fails as "invalid header".
+            total, pos = _inflate(view, pos, _GZIP_WBITS, limit, total, out, "gzip")
+            if pos >= len(view):
+                return b"".join(out)
+    raise DecodeError(f"gzip: more than {_MAX_MEMBERS} concatenated members")
 
 
 def _zlib_or_raw(name: str) -> Callable[[bytes, int], bytes]:
@@ -104,17 +114,27 @@ def _zlib_or_raw(name: str) -> Callable[[bytes, int], bytes]:
 def _inflate_one(body: bytes, limit: int, wbits: int, name: str) -> bytes:
     """One zlib or raw-deflate stream; bytes after its end are ignored, as Go's zlib reader does."""
     out: list[bytes] = []
-    _inflate(zlib.decompressobj(wbits), body, limit, 0, out, name)
+    with memoryview(body) as view:
+        _inflate(view, 0, wbits, limit, 0, out, name)
     return b"".join(out)
 
 
 def _inflate(
-    inflater: zlib._Decompress, data: bytes, limit: int, total: int, out: list[bytes], name: str
-) -> int:
-    """Run one stream to its end, appending output to `out`; returns the new running total."""
+    view: memoryview, pos: int, wbits: int, limit: int, total: int, out: list[bytes], name: str
+) -> tuple[int, int]:
+    """Inflate the stream starting at `view[pos]`, appending output to `out`.
+
+    Returns the new running total and the position just past the stream. Input goes in slices of
+    _ZLIB_FEED bytes because zlib copies whatever it was given past the stream's end.
+    """
+    inflater = zlib.decompressobj(wbits)
+    pending: bytes | memoryview = b""
     while True:
+        if not pending:
+            pending = view[pos : pos + _ZLIB_FEED]
+            pos += len(pending)
         try:
-            chunk = inflater.decompress(data, limit - total + 1)
+            chunk = inflater.decompress(pending, limit - total + 1)
         except zlib.error as exc:
             raise DecodeError(f"{name}: {_zlib_reason(exc)}") from None
         if chunk:
@@ -123,12 +143,10 @@ def _inflate(
                 raise _too_large(limit)
             out.append(chunk)
         if inflater.eof:
-            return total
-        tail = inflater.unconsumed_tail
-        if not chunk and len(tail) == len(data):
-            # No output and no input consumed: the stream needs bytes we don't have.
-            raise DecodeError(f"{name}: unexpected EOF")
-        data = tail
+            return total, pos - len(inflater.unused_data)
+        pending = inflater.unconsumed_tail  # non-empty only when the output cap was reached
+        if not pending and not chunk and pos >= len(view):
+            raise DecodeError(f"{name}: unexpected EOF")  # all input used, stream unfinished
 
 
 def _zlib_reason(exc: zlib.error) -> str:
@@ -140,30 +158,41 @@ def _zlib_reason(exc: zlib.error) -> str:
 def _unzstd(body: bytes, limit: int) -> bytes:
     """zstd, including concatenated and skippable frames; truncation is an error."""
     dctx = zstandard.ZstdDecompressor(max_window_size=_zstd_window(limit))
-    view = memoryview(body)
     out: list[bytes] = []
     total = 0
     pos = 0
-    try:
-        while pos < len(view):  # one iteration per frame
-            frame = dctx.decompressobj()
-            while not frame.eof:
+    with memoryview(body) as view:
+        try:
+            for _ in range(_MAX_MEMBERS):
+                total, pos = _unzstd_frame(dctx, view, pos, limit, total, out)
                 if pos >= len(view):
-                    raise DecodeError("zstd: unexpected EOF")
-                step = max(_ZSTD_MIN_STEP, (limit - total) // _ZSTD_BYTES_PER_INPUT_BYTE)
-                chunk = frame.decompress(view[pos : pos + step])
-                pos = min(pos + step, len(view))
-                if chunk:
-                    total += len(chunk)
-                    if total > limit:
-                        raise _too_large(limit)
-                    out.append(chunk)
-            pos -= len(frame.unused_data)  # input fed past this frame's end belongs to the next
-    except zstandard.ZstdError as exc:
-        raise DecodeError(f"zstd: {_zstd_reason(exc)}") from None
-    finally:
-        view.release()
-    return b"".join(out)
+                    return b"".join(out)
+        except zstandard.ZstdError as exc:
+            raise DecodeError(f"zstd: {_zstd_reason(exc)}") from None
+    raise DecodeError(f"zstd: more than {_MAX_MEMBERS} concatenated frames")
+
+
+def _unzstd_frame(
+    dctx: zstandard.ZstdDecompressor, view: memoryview, pos: int, limit: int, total: int, out: list[bytes]
+) -> tuple[int, int]:
+    """Decode the frame starting at `view[pos]`; returns the running total and the position after it.
+
+    Input goes in slices too small to inflate past the remaining budget by more than one block
+    (zstd has no output cap per call).
+    """
+    frame = dctx.decompressobj(write_size=_ZSTD_WRITE_SIZE)
+    while not frame.eof:
+        if pos >= len(view):
+            raise DecodeError("zstd: unexpected EOF")
+        step = max(_ZSTD_MIN_STEP, (limit - total) // _ZSTD_BYTES_PER_INPUT_BYTE)
+        chunk = frame.decompress(view[pos : pos + step])
+        pos = min(pos + step, len(view))
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            out.append(chunk)
+    return total, pos - len(frame.unused_data)  # input fed past the frame's end is the next one's
 
 
 def _zstd_window(limit: int) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "UNKNOWN_SERVICE",
     "ZERO_SPAN_ID",
     "ZERO_TRACE_ID",
+    "Limits",
     "Mapped",
     "any_value",
     "attributes",
@@ -37,6 +38,7 @@ __all__ = [
     "resource_row",
     "scope_info",
     "scope_metadata",
+    "set_limits",
     "text",
     "to_datetime",
     "trace_uuid",
@@ -141,6 +143,35 @@ def json_float(x: float) -> float | str:
     return "Infinity" if x > 0 else "-Infinity"
 
 
+# --------------------------------------------------------------------------- limits
+
+class Limits:
+    """Bounds on what one client value may make otelpg store (hostile or runaway clients):
+    attributes per map (and elements per array/kvlist) and characters per string value.
+    Set once at start from the config; what they cut is counted in `truncated`."""
+
+    max_attributes = 1024
+    max_value_length = 64 * 1024
+    truncated = {"attributes": 0, "attribute_values": 0}
+
+
+def set_limits(max_attributes: int, max_value_length: int) -> None:
+    Limits.max_attributes = max_attributes
+    Limits.max_value_length = max_value_length
+
+
+def _cut(s: str) -> str:
+    Limits.truncated["attribute_values"] += 1
+    return s[: Limits.max_value_length]
+
+
+def _cap(seq: Any) -> Any:
+    if len(seq) > Limits.max_attributes:
+        Limits.truncated["attributes"] += len(seq) - Limits.max_attributes
+        return seq[: Limits.max_attributes]
+    return seq
+
+
 # --------------------------------------------------------------------------- AnyValue
 
 
@@ -149,7 +180,7 @@ def any_value(v: Any) -> Any:
     bytes, list, object; None when empty."""
     s = v.string_value
     if s:
-        return s
+        return s if len(s) <= Limits.max_value_length else _cut(s)
     w = v.WhichOneof("value")
     if w == "int_value":
         return v.int_value
@@ -163,9 +194,13 @@ def any_value(v: Any) -> Any:
     if w == "kvlist_value":
         return attributes(v.kvlist_value.values)
     if w == "array_value":
-        return [any_value(x) for x in v.array_value.values]
+        return [any_value(x) for x in _cap(v.array_value.values)]
     if w == "bytes_value":
-        return b64encode(v.bytes_value).decode("ascii")
+        b = v.bytes_value
+        if len(b) > Limits.max_value_length:
+            Limits.truncated["attribute_values"] += 1
+            b = b[: Limits.max_value_length]
+        return b64encode(b).decode("ascii")
     # None (empty AnyValue), or string_value_strindex: an index into a profiles dictionary that
     # traces, metrics and logs don't have, so there is nothing to resolve it to.
     return None
@@ -175,11 +210,14 @@ def attributes(kvs: Any) -> dict[str, Any]:
     """Repeated KeyValue → dict (a repeated key: the last one wins). Keys and strings are
     sanitised when the dict is serialised by json_dumps."""
     d: dict[str, Any] = {}
+    if len(kvs) > Limits.max_attributes:
+        kvs = _cap(kvs)
+    limit = Limits.max_value_length
     for kv in kvs:
         v = kv.value
         s = v.string_value
         if s:
-            d[kv.key] = s
+            d[kv.key] = s if len(s) <= limit else _cut(s)
             continue
         i = v.int_value  # non-zero means int: cheaper than WhichOneof for the second commonest type
         d[kv.key] = i if i else any_value(v)

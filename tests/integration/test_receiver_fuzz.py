@@ -1,0 +1,138 @@
+"""Fuzz both receivers in-process: whatever the bytes, the answer is a 2xx/4xx (OK/INVALID_ARGUMENT),
+never a 500/INTERNAL or a crash. The consumer runs the real mapping (rows are discarded)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from sidecar.consumer import ConsumeResult
+from sidecar.receivers.otlp_grpc import GrpcReceiver
+from sidecar.receivers.otlp_http import HttpReceiver
+from sidecar.receivers.signals import SIGNALS
+from sidecar.telemetry import Telemetry
+
+
+class MappingConsumer:
+    """Maps every request with the real mapping functions and keeps nothing."""
+
+    async def _map(self, mapper, request) -> ConsumeResult:
+        mapped = mapper(request, 1)
+        return ConsumeResult(mapped.rejected, mapped.message)
+
+    async def consume_traces(self, request) -> ConsumeResult:
+        return await self._map(map_traces, request)
+
+    async def consume_metrics(self, request) -> ConsumeResult:
+        return await self._map(map_metrics, request)
+
+    async def consume_logs(self, request) -> ConsumeResult:
+        return await self._map(map_logs, request)
+
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+# Mutations of valid requests reach deeper than uniform random bytes.
+_VALID = {s.path: s.request_type() for s in SIGNALS}
+_span = _VALID["/v1/traces"].resource_spans.add().scope_spans.add().spans.add(
+    name="n", trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+_span.attributes.add(key="k").value.string_value = "v"
+_VALID["/v1/metrics"].resource_metrics.add().scope_metrics.add().metrics.add(name="m").gauge.data_points.add(as_int=1)
+_VALID["/v1/logs"].resource_logs.add().scope_logs.add().log_records.add().body.string_value = "b"
+SEEDS = {path: msg.SerializeToString() for path, msg in _VALID.items()}
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[str, bytes]:
+    path = draw(st.sampled_from(sorted(SEEDS)))
+    if draw(st.booleans()):
+        return path, draw(st.binary(max_size=512))
+    seed = bytearray(SEEDS[path])
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, len(seed)))
+        if draw(st.booleans()) and at < len(seed):
+            seed[at] = draw(st.integers(0, 255))
+        else:
+            seed[at:at] = draw(st.binary(min_size=1, max_size=8))
+    return path, bytes(seed)
+
+
+@pytest.fixture(scope="module")
+def http_client():
+    loop = asyncio.new_event_loop()
+    receiver = HttpReceiver(MappingConsumer(), Telemetry(CollectorRegistry()), max_body=1 << 20, read_timeout=5)
+    client = TestClient(TestServer(receiver.app(), auto_decompress=False), loop=loop)
+    loop.run_until_complete(client.start_server())
+    yield loop, client
+    loop.run_until_complete(client.close())
+    loop.close()
+
+
+@FUZZ
+@given(case=bodies(), media=st.sampled_from(["application/x-protobuf", "application/json"]),
+       gz=st.booleans())
+def test_http_never_answers_500(http_client, case, media, gz):
+    loop, client = http_client
+    path, body = case
+    headers = {"Content-Type": media}
+    if gz:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+
+    async def post() -> int:
+        async with client.post(path, data=body, headers=headers) as r:
+            await r.read()
+            return r.status
+
+    assert loop.run_until_complete(post()) in (200, 400, 413)
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_http_json_text_never_answers_500(http_client, text):
+    loop, client = http_client
+
+    async def post() -> int:
+        async with client.post("/v1/logs", data=text.encode(), headers={"Content-Type": "application/json"}) as r:
+            await r.read()
+            return r.status
+
+    assert loop.run_until_complete(post()) in (200, 400)
+
+
+@pytest.fixture(scope="module")
+def grpc_channel():
+    """The gRPC receiver on its own event loop in a background thread; a blocking channel to it."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    receiver = GrpcReceiver(MappingConsumer(), Telemetry(CollectorRegistry()), max_message_size=1 << 20)
+    port = asyncio.run_coroutine_threadsafe(receiver.start("127.0.0.1", 0), loop).result(10)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    channel.close()
+    asyncio.run_coroutine_threadsafe(receiver.stop(0), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+_METHOD = {s.path: f"/{s.grpc_service}/Export" for s in SIGNALS}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=bodies())
+def test_grpc_never_answers_internal(grpc_channel, case):
+    path, body = case
+    call = grpc_channel.unary_unary(_METHOD[path], request_serializer=None, response_deserializer=None)
+    try:
+        call(body, timeout=10)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.code(), e.details())
