@@ -1,4 +1,4 @@
-"""`otelpg` command line: run | migrate | check-config | stats. Thin: parse, then call the app.
+"""`otelpg` command line: run | migrate | check-config | stats | maintain. Thin: parse, then call the app.
 
 The only place that exits the process: StartupError → its exit code (2 for bad config, 1
 for everything else, e.g. an unreachable database) with one clear line on stderr.
@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                    "when no database URL is set).")
     command("migrate", "Apply pending schema migrations and exit.")
     command("check-config", "Validate the configuration and print it, secrets redacted.")
-    stats = command("stats", "Database utilization: rows, bytes and partitions per table.")
+    stats = command("stats", "Database utilization: rows, bytes, partitions, time range and share of the "
+                             "database per table; ingest totals.")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    maintain = command("maintain", "Run partition maintenance once (create ahead, move rows out of the default "
+                                   "partitions, drop past retention) and exit; for cron.")
+    maintain.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -108,7 +112,29 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "migrate": _migrate, "stats": _stats}
+async def _maintain(config: Config, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from exporters.postgres.lifecycle import run_maintenance
+    from sidecar.app import open_database
+    from sidecar.migrate import pending
+
+    pool, embedded = await open_database(config)
+    try:
+        async with pool.acquire() as conn:
+            todo = await pending(conn)
+            if todo:
+                raise StartupError(f"schema not up to date ({len(todo)} pending migrations): run otelpg migrate first")
+            report = await run_maintenance(conn, config)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    print(json.dumps(asdict(report), indent=2) if args.json else report.summary())
+    return 0
+
+
+_COMMANDS = {"run": _run, "migrate": _migrate, "stats": _stats, "maintain": _maintain}
 
 
 if __name__ == "__main__":

@@ -104,12 +104,46 @@ class QueueConfig:
 class PartitionsConfig:
     days_ahead: int = setting(3, "Daily partitions created ahead of today.")
     days_behind: int = setting(1, "Daily partitions created behind today (late data).")
+    maintenance_interval: float = setting(
+        600.0, "Seconds between partition maintenance runs: create ahead, move rows out of the default "
+               "partitions, drop past retention (`otelpg maintain` runs one, e.g. from cron)."
+    )
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
     system_events_days: int = setting(30, "Days of system_events kept (whole partitions dropped).")
     performance_metrics_days: int = setting(30, "Days of performance_metrics kept.")
+    user_analytics_days: int = setting(30, "Days of user_analytics kept.")
+    performance_metrics_1m_days: int = setting(90, "Days of the per-minute rollup performance_metrics_1m kept.")
+    performance_metrics_1h_days: int = setting(
+        400, "Days of the per-hour rollup performance_metrics_1h kept (monthly partitions: whole months go)."
+    )
+
+
+@dataclass(frozen=True)
+class RollupsConfig:
+    enabled: bool = setting(True, "Maintain performance_metrics_1m and performance_metrics_1h as points are written.")
+
+
+@dataclass(frozen=True)
+class AgentStatesConfig:
+    enabled: bool = setting(True, "Keep one agent_states row per service instance otelpg hears from.")
+    flush_interval: float = setting(5.0, "Seconds between agent_states upserts (one statement for all instances).")
+    stale_after: float = setting(300.0, "Seconds of silence after which an instance's status becomes 'stale'.")
+    window: float = setting(60.0, "Seconds of recent traffic the throughput and error counts cover.")
+    error_log_size: int = setting(20, "Most recent errors kept per instance in error_log.")
+
+
+@dataclass(frozen=True)
+class UserAnalyticsConfig:
+    enabled: bool = setting(True, "Write user_analytics rows for spans and logs carrying enduser.id or user.id.")
+    hash_user_ids: bool = setting(False, "Store an HMAC-SHA256 of the user id instead of the id.")
+    hash_key: str | None = setting(
+        None, "Key of the user id hash. Unset: one is generated and kept in data_dir/user_hash_key "
+              "(give sidecars sharing a database the same key).",
+        env=("OTELPG_USER_HASH_KEY",), secret=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +154,10 @@ class PrometheusConfig:
     )
     max_series_total: int = setting(20_000, "Series across all received metrics (bounds the exposition size).")
     span_metrics_flush_interval: float = setting(
-        60.0, "Seconds between flushes of span-derived aggregates to performance_metrics."
+        60.0, "Seconds between flushes of span-derived aggregates to performance_metrics (0 disables)."
+    )
+    database_stats_interval: float = setting(
+        30.0, "Seconds between refreshes of the database utilization gauges from the catalog (0 disables)."
     )
 
 
@@ -160,6 +197,9 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    rollups: RollupsConfig = field(default_factory=RollupsConfig)
+    agent_states: AgentStatesConfig = field(default_factory=AgentStatesConfig)
+    user_analytics: UserAnalyticsConfig = field(default_factory=UserAnalyticsConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -263,6 +303,10 @@ def _validate(values: dict[str, Any]) -> None:
     for key in ("limits.max_attributes", "limits.max_attribute_value_length", "spool.max_bytes",
                 "batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
                 "http.max_request_body_size", "grpc.max_recv_msg_size"):
+        if values[key] <= 0:
+            raise ConfigError(key, f"must be positive, got {values[key]}")
+    for key in ("partitions.maintenance_interval", "agent_states.flush_interval", "agent_states.window",
+                *(s.key for s in SETTINGS if s.key.startswith("retention."))):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")
     if values["database.pool_min_size"] > values["database.pool_max_size"]:

@@ -23,7 +23,13 @@ COPY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class Telemetry:
-    """Every self-metric otelpg exports. Components get this object and count through it."""
+    """Every self-metric otelpg exports. Components get this object and count through it.
+
+    Two more self-telemetry collectors sit on the same registry: the Prometheus aggregator's
+    `otelpg_prometheus_active_series` and `otelpg_prometheus_dropped_points_total{reason}`
+    (exporters.prometheus.collector), and the `otelpg_database_*` utilization gauges
+    (sidecar.database_metrics).
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -84,6 +90,9 @@ class Telemetry:
         )
         self.pool_size = Gauge("otelpg_database_pool_size", "Open connections in the pool.", registry=registry)
         self.pool_in_use = Gauge("otelpg_database_pool_in_use", "Connections in use.", registry=registry)
+        self.pool_capacity = Gauge(
+            "otelpg_database_pool_capacity", "Most connections the pool opens.", registry=registry
+        )
 
     def bind_truncations(self, counts: dict[str, int]) -> None:
         """Export the mapping's truncation counts (a dict it increments) as a counter family."""
@@ -96,9 +105,10 @@ class Telemetry:
         self.queue_size.set_function(size)
         self.queue_capacity.set(capacity)
 
-    def bind_pool(self, size: Callable[[], float], in_use: Callable[[], float]) -> None:
+    def bind_pool(self, size: Callable[[], float], in_use: Callable[[], float], capacity: float = 0) -> None:
         self.pool_size.set_function(size)
         self.pool_in_use.set_function(in_use)
+        self.pool_capacity.set(capacity)
 
 
 class _DictCounter:

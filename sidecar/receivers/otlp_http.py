@@ -11,9 +11,9 @@ import math
 from aiohttp import web
 
 from sidecar.consumer import Consumer
-from sidecar.errors import DecodeError, PayloadTooLargeError, UnauthenticatedError
+from sidecar.errors import DecodeError, PayloadTooLargeError, UnauthenticatedError, UnsupportedMediaTypeError
 from sidecar.receivers.compression import decompress
-from sidecar.receivers.encoding import JSON, PROTOBUF, decode_request, encode_message, media_type, status_body
+from sidecar.receivers.encoding import PROTOBUF, decode_request, encode_message, media_type, status_body
 from sidecar.receivers.signals import SIGNALS, Signal
 from sidecar.receivers.status import status_for
 from sidecar.telemetry import Telemetry
@@ -54,7 +54,7 @@ class HttpReceiver:
         return handle
 
     async def _handle(self, signal: Signal, request: web.Request) -> web.Response:
-        media = JSON if "json" in (request.content_type or "") else PROTOBUF
+        media = _error_media(request)
         items = 0
         try:
             self._authenticate(request)
@@ -84,7 +84,9 @@ class HttpReceiver:
     def _authenticate(self, request: web.Request) -> None:
         if self._auth is None:
             return
-        given = request.headers.get("Authorization", "").encode()
+        # aiohttp decodes header bytes that aren't UTF-8 as surrogates: encode them back the same way,
+        # so a garbled header is a 401 like any wrong token, not a UnicodeEncodeError (500).
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, self._auth):
             raise UnauthenticatedError("missing or invalid bearer token")
 
@@ -120,12 +122,23 @@ def _reply(body: bytes, media: str, status: int = 200, headers: dict[str, str] |
     return response
 
 
+def _error_media(request: web.Request) -> str:
+    """The encoding of an error body: the request's, if it is protobuf or JSON; otherwise protobuf,
+    which the OTLP spec mandates for every 4xx/5xx body (`application/jsonl` is not JSON)."""
+    try:
+        return media_type(request.headers.get("Content-Type"))
+    except UnsupportedMediaTypeError:
+        return PROTOBUF
+
+
 async def _method_not_allowed(request: web.Request) -> web.Response:
-    body = status_body(12, f"405 method not allowed, supported: [POST] ({request.method} {request.path})", JSON)
-    return _reply(body, JSON, 405, {"Allow": "POST"})
+    media = _error_media(request)
+    body = status_body(12, f"405 method not allowed, supported: [POST] ({request.method} {request.path})", media)
+    return _reply(body, media, 405, {"Allow": "POST"})
 
 
 async def _not_found(request: web.Request) -> web.Response:
+    media = _error_media(request)
     paths = ", ".join(s.path for s in SIGNALS)
-    body = status_body(5, f"404 unknown path {request.path!r}: OTLP/HTTP paths are {paths}", JSON)
-    return _reply(body, JSON, 404)
+    body = status_body(5, f"404 unknown path {request.path!r}: OTLP/HTTP paths are {paths}", media)
+    return _reply(body, media, 404)

@@ -119,7 +119,7 @@ async def test_compression_bombs_are_refused_without_inflating(proc, schema_dsn,
     bomb = gzip.compress(zeros, 9) if encoding == "gzip" else zstandard.ZstdCompressor(level=19).compress(zeros)
     del zeros
     rss_before = psutil.Process(proc.proc.pid).memory_info().rss
-    status, body, headers = await _post(session, proc, "/v1/logs", bomb, {"Content-Encoding": encoding})
+    status, body, _ = await _post(session, proc, "/v1/logs", bomb, {"Content-Encoding": encoding})
     assert status == 413 and _status(body).code == 8
     assert psutil.Process(proc.proc.pid).memory_info().rss - rss_before < 64 * 1024 * 1024
     await _still_serves(session, proc, schema_dsn)
@@ -127,7 +127,8 @@ async def test_compression_bombs_are_refused_without_inflating(proc, schema_dsn,
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x34garbage\xff" * 10, ExportTraceServiceRequest().SerializeToString() + b"\x0a"],
+    [b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x34garbage\xff" * 10,
+     ExportTraceServiceRequest().SerializeToString() + b"\x0a"],
     ids=["truncated", "garbage", "dangling-field"],
 )
 async def test_truncated_and_garbage_protobuf_get_400(proc, schema_dsn, session, payload):

@@ -1,0 +1,268 @@
+"""agent_states: one row per service instance otelpg hears from, kept current in memory and
+upserted in one statement every few seconds (never per row).
+
+The tracker is fed after a request is durable (PostgresExporter's after_commit), so a request the
+client retries is never counted twice. An instance is `service.name/service.instance.id`, else
+`service.name/host.name`, else `service.name`. Per instance it keeps:
+- `last_active` (when otelpg last received from it) and `current_task` (the last span name seen);
+- `performance_metrics`: counts over the last `window` seconds (spans, log records, metric
+  points, errors, requests) and the rates they make;
+- errors (spans with status ERROR, log records of severity error/fatal) since the last flush,
+  prepended in SQL to the stored `error_log` and cut to the newest `error_log_size`, so the log
+  survives restarts and several sidecars writing the same instance.
+The same flush marks `stale` every row (from any sidecar) silent for longer than `stale_after`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from exporters.postgres.mapping.common import any_value, json_dumps, resource_row
+from exporters.postgres.mapping.logs import severity
+from exporters.postgres.schema import AGENT_STATES
+
+__all__ = ["AgentTracker", "agent_identity"]
+
+_SLOT = 10.0  # seconds per throughput slot
+_MESSAGE_MAX = 512
+_STATUS_ERROR = 2
+_ERROR_SEVERITY = 17  # severity_number 17-24: error, fatal
+_MEMO_MAX = 4096
+_KINDS = ("spans", "log_records", "metric_points", "errors", "requests")
+_SPANS, _LOGS, _POINTS, _ERRORS, _REQUESTS = range(5)
+
+_UPSERT = f"""
+INSERT INTO {AGENT_STATES} AS a (agent_key, service_name, instance_id, status, current_task, last_active,
+                                 performance_metrics, error_log, resource_id, updated_at)
+SELECT u.k, u.s, u.i, 'active', u.t, u.la, u.pm::jsonb, u.el::jsonb, u.rid, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
+            $8::bigint[]) AS u(k, s, i, t, la, pm, el, rid)
+ON CONFLICT (agent_key) DO UPDATE SET
+    service_name = EXCLUDED.service_name,
+    instance_id = EXCLUDED.instance_id,
+    status = 'active',
+    current_task = coalesce(EXCLUDED.current_task, a.current_task),
+    last_active = greatest(a.last_active, EXCLUDED.last_active),
+    performance_metrics = EXCLUDED.performance_metrics,
+    error_log = (SELECT coalesce(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb)
+                 FROM jsonb_array_elements(EXCLUDED.error_log || a.error_log) WITH ORDINALITY AS x(e, n)
+                 WHERE x.n <= $9),
+    resource_id = coalesce(EXCLUDED.resource_id, a.resource_id),
+    updated_at = now()
+"""
+
+_MARK_STALE = f"""
+UPDATE {AGENT_STATES} SET status = 'stale', updated_at = now()
+WHERE status = 'active' AND last_active < $1
+"""
+
+
+def _attr(resource: Any, key: str) -> str | None:
+    for kv in resource.attributes:
+        if kv.key == key:
+            v = any_value(kv.value)
+            return str(v) if v not in (None, "") else None
+    return None
+
+
+def agent_identity(resource: Any, schema_url: str = "") -> tuple[str, str, str | None, int]:
+    """(agent_key, service_name, instance_id, resource_id) of an OTLP Resource."""
+    rid, service, _, _ = resource_row(resource, schema_url)
+    instance = _attr(resource, "service.instance.id") or _attr(resource, "host.name")
+    key = f"{service}/{instance}" if instance else service
+    return key, service, instance, rid
+
+
+@dataclass
+class _Agent:
+    service: str
+    instance: str | None
+    resource_id: int
+    last_active: float = 0.0
+    current_task: str | None = None
+    slots: deque[list] = field(default_factory=deque)  # [slot start, spans, logs, points, errors, requests]
+    errors: deque[dict] = field(default_factory=deque)  # newest first, not yet flushed
+    dirty: bool = False
+
+
+def _iso(ns: int) -> str | None:
+    if not ns:
+        return None
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
+
+
+def _short(s: str) -> str:
+    return s if len(s) <= _MESSAGE_MAX else s[:_MESSAGE_MAX] + "…"
+
+
+class AgentTracker:
+    def __init__(self, *, window: float = 60.0, error_log_size: int = 20, clock: Any = time.time) -> None:
+        self.window = window
+        self.error_log_size = error_log_size
+        self._clock = clock
+        self._agents: dict[str, _Agent] = {}
+        self._identity: dict[tuple[bytes, str], tuple[str, str, str | None, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    # ------------------------------------------------------------------ observing (sync, cheap)
+
+    def _agent(self, resource: Any, schema_url: str, now: float) -> _Agent:
+        memo_key = (resource.SerializeToString(), schema_url)
+        ident = self._identity.get(memo_key)
+        if ident is None:
+            if len(self._identity) >= _MEMO_MAX:
+                self._identity.clear()
+            ident = self._identity[memo_key] = agent_identity(resource, schema_url)
+        key, service, instance, rid = ident
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = self._agents[key] = _Agent(service, instance, rid)
+        agent.last_active = now
+        agent.dirty = True
+        return agent
+
+    def _count(self, agent: _Agent, now: float, what: int, n: int, errors: int) -> None:
+        start = now - now % _SLOT
+        slots = agent.slots
+        if not slots or slots[-1][0] != start:
+            slots.append([start, 0, 0, 0, 0, 0])
+            horizon = now - self.window - _SLOT
+            while slots and slots[0][0] < horizon:
+                slots.popleft()
+        slot = slots[-1]
+        slot[1 + what] += n
+        slot[1 + _ERRORS] += errors
+        slot[1 + _REQUESTS] += 1
+
+    def _error(self, agent: _Agent, entry: dict) -> None:
+        agent.errors.appendleft(entry)
+        if len(agent.errors) > self.error_log_size:
+            agent.errors.pop()
+
+    def observe(self, signal: str, request: Any, now: float | None = None) -> None:
+        """Account for one durable OTLP export request ('traces' | 'metrics' | 'logs')."""
+        now = self._clock() if now is None else now
+        if signal == "traces":
+            for rs in request.resource_spans:
+                agent = self._agent(rs.resource, rs.schema_url, now)
+                n = errors = 0
+                for ss in rs.scope_spans:
+                    spans = ss.spans
+                    if not spans:
+                        continue
+                    n += len(spans)
+                    agent.current_task = spans[-1].name or agent.current_task
+                    for sp in spans:
+                        if sp.status.code == _STATUS_ERROR:
+                            errors += 1
+                            self._error(agent, {
+                                "time": _iso(sp.start_time_unix_nano), "signal": "span", "name": sp.name,
+                                "message": _short(sp.status.message), "trace_id": sp.trace_id.hex(),
+                            })  # fmt: skip
+                self._count(agent, now, _SPANS, n, errors)
+        elif signal == "logs":
+            for rl in request.resource_logs:
+                agent = self._agent(rl.resource, rl.schema_url, now)
+                n = errors = 0
+                for sl in rl.scope_logs:
+                    records = sl.log_records
+                    n += len(records)
+                    for rec in records:
+                        number = rec.severity_number
+                        if number >= _ERROR_SEVERITY or (
+                            number == 0 and rec.severity_text and severity(0, rec.severity_text) in ("error", "fatal")
+                        ):
+                            errors += 1
+                            body = any_value(rec.body)
+                            entry = {
+                                "time": _iso(rec.time_unix_nano or rec.observed_time_unix_nano), "signal": "log",
+                                "severity": severity(number, rec.severity_text),
+                                "message": _short(body if isinstance(body, str) else json_dumps(body)),
+                            }  # fmt: skip
+                            if rec.trace_id:
+                                entry["trace_id"] = rec.trace_id.hex()
+                            self._error(agent, entry)
+                self._count(agent, now, _LOGS, n, errors)
+        elif signal == "metrics":
+            for rm in request.resource_metrics:
+                agent = self._agent(rm.resource, rm.schema_url, now)
+                n = 0
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        kind = metric.WhichOneof("data")
+                        if kind is not None:
+                            n += len(getattr(metric, kind).data_points)
+                self._count(agent, now, _POINTS, n, 0)
+
+    # ------------------------------------------------------------------ flushing
+
+    def _window_metrics(self, agent: _Agent, now: float) -> dict[str, Any]:
+        horizon = now - self.window
+        totals = [0] * len(_KINDS)
+        for slot in agent.slots:
+            if slot[0] + _SLOT > horizon:
+                for i in range(len(_KINDS)):
+                    totals[i] += slot[1 + i]
+        out: dict[str, Any] = {"window_seconds": self.window}
+        for name, total in zip(_KINDS, totals, strict=True):
+            out[name] = total
+        items = totals[_SPANS] + totals[_LOGS] + totals[_POINTS]
+        out["items_per_second"] = round(items / self.window, 3)
+        out["errors_per_second"] = round(totals[_ERRORS] / self.window, 3)
+        return out
+
+    def pending(self, now: float | None = None) -> list[tuple]:
+        """Rows for the instances heard from since the last flush, sorted by key (lock order);
+        marks them flushed (call `restore` with them if the write fails)."""
+        now = self._clock() if now is None else now
+        rows = []
+        for key in sorted(k for k, a in self._agents.items() if a.dirty):
+            agent = self._agents[key]
+            rows.append((
+                key, agent.service, agent.instance, agent.current_task,
+                dt.datetime.fromtimestamp(agent.last_active, dt.UTC),
+                json_dumps(self._window_metrics(agent, now)), json_dumps(list(agent.errors)), agent.resource_id,
+            ))  # fmt: skip
+            agent.dirty = False
+            agent.errors.clear()
+        return rows
+
+    def restore(self, rows: list[tuple]) -> None:
+        """Put back rows whose write failed: flushed again next time (their errors included)."""
+        for row in rows:
+            agent = self._agents.get(row[0])
+            if agent is None:
+                continue
+            agent.dirty = True
+            for entry in orjson.loads(row[6]):  # newest first, older than any error seen since
+                if len(agent.errors) < self.error_log_size:
+                    agent.errors.append(entry)
+
+    def forget_idle(self, older_than: float) -> None:
+        """Drop the in-memory state of instances silent since before `older_than` (epoch s)."""
+        for key in [k for k, a in self._agents.items() if a.last_active < older_than and not a.dirty]:
+            del self._agents[key]
+
+    async def flush(self, conn: asyncpg.Connection, stale_after: float, now: float | None = None) -> tuple[int, int]:
+        """Upsert the instances heard from since the last flush and mark silent ones stale;
+        return (rows upserted, rows marked stale)."""
+        now = self._clock() if now is None else now
+        rows = self.pending(now)
+        try:
+            if rows:
+                await conn.execute(_UPSERT, *map(list, zip(*rows, strict=True)), self.error_log_size)
+            status = await conn.execute(_MARK_STALE, dt.datetime.fromtimestamp(now - stale_after, dt.UTC))
+        except BaseException:
+            self.restore(rows)
+            raise
+        self.forget_idle(now - max(stale_after, self.window) - _SLOT)
+        return len(rows), int(status.split()[-1])
