@@ -95,8 +95,10 @@ class BatchConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    max_rows: int = setting(200_000, "Rows waiting for COPY before new requests get 503 (backpressure).")
-    max_bytes: int = setting(256 * 1024 * 1024, "Request bytes waiting for COPY before 503.")
+    max_rows: int = setting(
+        50_000, "Rows waiting for COPY; beyond it requests go to the spool (or get 503 without one)."
+    )
+    max_bytes: int = setting(64 * 1024 * 1024, "Request bytes waiting for COPY; beyond it, as for max_rows.")
     high_water_mark: float = setting(0.8, "Fraction of the queue above which /api/health/ready says not ready.")
 
 

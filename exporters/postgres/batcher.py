@@ -1,9 +1,11 @@
 """Group commit: rows of concurrent requests merge into batches, one transaction each.
 
 A request's rows go into the open batch; the batch is flushed when it reaches `max_rows` or
-when its oldest request has waited `max_delay`. Every request waits on its own future, resolved
-only after the transaction holding its rows has committed (ack after commit). The queue is
-bounded in rows and bytes: beyond it `submit` raises BackpressureError at once.
+when its oldest request has waited `max_delay` — or only `linger` when no write is under way:
+batches grow while PostgreSQL is busy and stay small (low latency) while it is idle. Every
+request waits on its own future, resolved only after the transaction holding its rows has
+committed (ack after commit). The queue is bounded in rows and bytes: beyond it `submit`
+raises BackpressureError at once.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ class Batcher:
         queue_max_rows: int,
         queue_max_bytes: int,
         writers: int = 2,
+        linger: float = 0.01,
     ) -> None:
         self._write = write
         self.max_rows = max_rows
         self.max_delay = max_delay
+        self.linger = linger
         self.queue_max_rows = queue_max_rows
         self.queue_max_bytes = queue_max_bytes
         self._open = Batch()
@@ -135,7 +139,8 @@ class Batcher:
                 continue
             if self._open.nrows < self.max_rows and not self._closed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.max_delay)
+                    delay = self.max_delay if self._inflight else min(self.linger, self.max_delay)
+                    await asyncio.wait_for(self._full.wait(), delay)
             # Wait for a free writer before taking the batch: it keeps growing meanwhile (bigger COPYs
             # under load), and a cancelled wait leaves it in place to be failed by close().
             await self._writers.acquire()

@@ -850,7 +850,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="before each measurement, wait up to S seconds for other processes to leave the CPUs idle",
     )
-    p.add_argument("--py-spy", metavar="DIR", help="record a py-spy profile of otelpg during each measured window")
+    p.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record a py-spy profile of otelpg during each --duration window (py-spy must be installed)",
+    )
     p.add_argument(
         "--pg-waits",
         action="store_true",
