@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -32,11 +31,48 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sidecar.embedded import EmbeddedPostgres
 from sidecar.receivers.encoding import message_to_otlp_json
 from tests.otelpg_process import OtelpgProcess
 
 ITEMS = 20
+
+
+_CONTROLLER = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from sidecar.embedded import EmbeddedPostgres
+pg = EmbeddedPostgres(sys.argv[1])
+for line in sys.stdin:
+    if line.strip() == "start":
+        print(pg.start(), flush=True)
+    else:
+        pg.stop()
+        print("stopped", flush=True)
+"""
+
+
+class PostgresController:
+    """Starts and stops PostgreSQL from a process of its own: pg_ctl runs as another user, which
+    forces a fork, and forking a process with live gRPC threads can crash the child."""
+
+    def __init__(self, root: Path) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _CONTROLLER, str(root)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True,
+                                     cwd=str(Path(__file__).resolve().parents[2]))
+
+    def _say(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def start(self) -> str:
+        return self._say("start")
+
+    def stop(self) -> None:
+        self._say("stop")
 
 
 def _service(rs) -> None:
@@ -144,10 +180,8 @@ async def main() -> int:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="otelpg-soak-"))
-    pg = EmbeddedPostgres(root / "pg")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dsn = pg.start()
+    pg = PostgresController(root / "pg")
+    dsn = pg.start()
     proc = OtelpgProcess(root / "otelpg", {"OTELPG_DATABASE_URL": dsn, "OTELPG_LOG_LEVEL": "info"})
     (root / "otelpg").mkdir()
     proc.start()
@@ -175,9 +209,7 @@ async def main() -> int:
                 print(f"[{now - started:6.0f}s] stopping PostgreSQL for {args.outage_seconds:g}s", flush=True)
                 await asyncio.to_thread(pg.stop)
                 await asyncio.sleep(args.outage_seconds)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    await asyncio.to_thread(pg.start)
+                await asyncio.to_thread(pg.start)
                 print(f"[{time.monotonic() - started:6.0f}s] PostgreSQL back", flush=True)
                 next_outage = time.monotonic() + args.outage_every
             if now - last_report >= 60:
