@@ -139,6 +139,7 @@ class App:
             writer.write,
             max_rows=cfg.batch.max_rows,
             max_delay=cfg.batch.max_delay,
+            linger=cfg.batch.linger,
             queue_max_rows=cfg.queue.max_rows,
             queue_max_bytes=cfg.queue.max_bytes,
             writers=max(1, min(4, cfg.database.pool_max_size - 1)),

@@ -91,6 +91,9 @@ class AdminConfig:
 class BatchConfig:
     max_rows: int = setting(5000, "Flush a batch to PostgreSQL at this many rows...")
     max_delay: float = setting(0.2, "...or when its oldest row has waited this many seconds.")
+    linger: float = setting(
+        0.01, "...but only this long while no write is under way: batches grow only when PostgreSQL is busy."
+    )
 
 
 @dataclass(frozen=True)

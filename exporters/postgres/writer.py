@@ -27,9 +27,13 @@ _UPSERT_RESOURCES = f"""
     ON CONFLICT (resource_id) DO UPDATE SET last_seen = now()
 """
 
-# SQLSTATE classes that mean "try again": connection exceptions, insufficient resources,
-# operator intervention (shutdown, failover), transaction rollback (serialization, deadlock).
-_RETRYABLE_CLASSES = ("08", "53", "57", "40")
+# SQLSTATE classes that mean the data itself is bad: data exception (22), integrity constraint (23),
+# program limit exceeded (54, e.g. a value too large for an index), and syntax or undefined object
+# (42: a bug or a schema otelpg didn't create; retrying can't fix it). Everything else — connection
+# loss, shutdown and failover (08, 57), resources (53), serialization (40), internal errors — is
+# worth retrying, as is any client-side failure that isn't about the data: the Collector's rule,
+# where only errors known to be permanent are permanent.
+_PERMANENT_CLASSES = ("22", "23", "42", "54")
 
 
 def classify(error: BaseException) -> OtelpgError:
@@ -38,12 +42,14 @@ def classify(error: BaseException) -> OtelpgError:
         return error
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", "") or ""
-        if sqlstate[:2] in _RETRYABLE_CLASSES:
-            return DatabaseUnavailableError(f"PostgreSQL: {error}", retry_after=1)
-        return PermanentError(f"PostgreSQL rejected the data: {error}")
-    if isinstance(error, (OSError, TimeoutError, asyncpg.InterfaceError, ConnectionError)):
-        return DatabaseUnavailableError(f"PostgreSQL unavailable: {type(error).__name__}: {error}", retry_after=1)
-    return PermanentError(f"{type(error).__name__}: {error}")
+        if sqlstate[:2] in _PERMANENT_CLASSES:
+            return PermanentError(f"PostgreSQL rejected the data: {error}")
+        return DatabaseUnavailableError(f"PostgreSQL: {error}", retry_after=1)
+    # asyncpg.DataError (an InterfaceError) and plain ValueError/TypeError/OverflowError come from
+    # encoding a value the column type can't take: the data, not the database.
+    if isinstance(error, (asyncpg.DataError, ValueError, TypeError, OverflowError)):
+        return PermanentError(f"value not storable: {type(error).__name__}: {error}")
+    return DatabaseUnavailableError(f"PostgreSQL unavailable: {type(error).__name__}: {error}", retry_after=1)
 
 
 # Runs inside a batch's transaction after its COPYs (e.g. rollup upserts), so what it writes
@@ -80,7 +86,9 @@ class Writer:
         for attempt, delay in enumerate((*self._retry_delays, None)):
             started = time.perf_counter()
             try:
-                await self._transaction(tables, new_resources, idempotent)
+                # A retry may follow a COMMIT whose answer was lost: the rows keep their ids, and the
+                # idempotent path skips those already there, so a retried batch adds no duplicates.
+                await self._transaction(tables, new_resources, idempotent or attempt > 0)
             except Exception as e:
                 error = classify(e)
                 if isinstance(error, RetryableError) and delay is not None:

@@ -117,6 +117,18 @@ def metrics_request(keys: list[str]) -> ExportMetricsServiceRequest:
     return req
 
 
+def _rejected(body: bytes, content_type: str) -> int:
+    """Items the server said it did not store (partial_success), from an Export*ServiceResponse."""
+    import orjson
+
+    if content_type == "application/json":
+        partial = orjson.loads(body or b"{}").get("partialSuccess", {})
+        return int(partial.get("rejectedLogRecords", 0) or partial.get("rejectedSpans", 0) or 0)
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+    return ExportLogsServiceResponse.FromString(body).partial_success.rejected_log_records
+
+
 class Tally:
     def __init__(self) -> None:
         self.acked: dict[str, list[str]] = {"logs": [], "spans": [], "points": []}
@@ -131,9 +143,11 @@ async def http_client(name: str, url: str, make, content_type: str, tally: Tally
             n += 1
             try:
                 async with session.post(url, data=make(keys), headers={"Content-Type": content_type}) as r:
-                    await r.read()
+                    body = await r.read()
                     tally.statuses[f"http {r.status}"] += 1
-                    if r.status == 200:
+                    if r.status == 200 and _rejected(body, content_type):
+                        tally.statuses["http 200 with partial_success rejects"] += 1
+                    elif r.status == 200:
                         tally.acked["logs" if "logs" in url else "spans"].extend(keys)
                     else:
                         await asyncio.sleep(0.2)
@@ -150,9 +164,12 @@ async def grpc_client(name: str, target: str, tally: Tally, stop: asyncio.Event)
             keys = [f"{name}-{n}-{i}" for i in range(ITEMS)]
             n += 1
             try:
-                await stub.Export(metrics_request(keys), timeout=30)
+                reply = await stub.Export(metrics_request(keys), timeout=30)
                 tally.statuses["grpc OK"] += 1
-                tally.acked["points"].extend(keys)
+                if reply.partial_success.rejected_data_points:
+                    tally.statuses["grpc OK with partial_success rejects"] += 1
+                else:
+                    tally.acked["points"].extend(keys)
             except grpc.aio.AioRpcError as e:
                 tally.statuses[f"grpc {e.code().name}"] += 1
                 await asyncio.sleep(0.2)

@@ -283,11 +283,11 @@ def server(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 async def limited(limited_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OtelpgProcess]:
-    """A 1 MiB body limit; a one-row queue whose batches wait 0.5 s and no spool (503 on demand)."""
+    """A 1 MiB body limit; a one-row queue whose batches always wait 0.5 s and no spool (503 on demand)."""
     config = (
         f"http:\n  max_request_body_size: {LIMIT}\n"
         "queue:\n  max_rows: 1\n"
-        "batch:\n  max_delay: 0.5\n"
+        "batch:\n  max_delay: 0.5\n  linger: 0.5\n"
         "spool:\n  enabled: false\n"
         "prometheus:\n  span_metrics_flush_interval: 3600\n"  # no flush may take the one-row queue
     )
