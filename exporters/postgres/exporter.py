@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporters.postgres.batcher import Batcher
+from exporters.postgres.ids import new_seed, request_ids
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
 from exporters.postgres.spool import Spool
 from sidecar.consumer import ConsumeResult
@@ -53,11 +54,12 @@ class PostgresExporter:
             raise ShuttingDownError("otelpg is shutting down", retry_after=5)
         if self._spool is None and not self._database_ok():
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
-        mapped = mapper(request, received_ns)
+        seed = new_seed()
+        mapped = mapper(request, received_ns, new_id=request_ids(received_ns, seed))
         nrows = sum(len(rows) for rows in mapped.rows.values())
         if nrows:
             if not self._database_ok():
-                await self._to_spool(signal, request, received_ns)
+                await self._to_spool(signal, request, received_ns, seed)
             else:
                 try:
                     await self._batcher.submit(mapped.rows, mapped.resources, nrows, request.ByteSize())
@@ -66,17 +68,17 @@ class PostgresExporter:
                 except RetryableError:
                     if self._spool is None:
                         raise
-                    await self._to_spool(signal, request, received_ns)
+                    await self._to_spool(signal, request, received_ns, seed)
                 except PermanentError as e:
                     # PostgreSQL refused this request's data: report it as rejected, never retry it.
                     return ConsumeResult(mapped.items, f"{mapped.items} items could not be stored: {e}")
         self._after_commit(signal, request)
         return ConsumeResult(mapped.rejected, mapped.message)
 
-    async def _to_spool(self, signal: str, request: Any, received_ns: int) -> None:
+    async def _to_spool(self, signal: str, request: Any, received_ns: int, seed: int) -> None:
         if self._spool is None:
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
-        await self._spool.append(signal, received_ns, request.SerializeToString())
+        await self._spool.append(signal, received_ns, request.SerializeToString(), seed)
         if self._telemetry is not None:
             self._telemetry.spooled_requests.labels(signal).inc()
         self._on_spooled()

@@ -15,10 +15,10 @@ the derived rows are skipped and logged, and the raw rows still commit — they 
 rest is derived from them. Retryable errors (deadlock, lost connection) fail the whole batch, which
 the writer retries, so rollups stay exact.
 
-Spool replay writes rows that may already be in the table (a segment replayed twice after a crash
-between commit and delete); the writer skips those, and so must the hook, or rollups would count
-them twice. Rows of a live request carry fresh uuid7 ids and can't exist yet; any other id
-(replay derives version-8 ids) makes the hook keep only the rows this transaction inserted.
+Spool replay and writer retries write rows that may already be in the table (a segment replayed
+twice after a crash between commit and delete, a COMMIT whose answer was lost); the writer skips
+those, and so must the hook, or rollups would count them twice: on the idempotent path the hook
+keeps only the rows this transaction inserted.
 """
 
 from __future__ import annotations
@@ -126,11 +126,6 @@ def user_hash_key(config: Config) -> bytes:
     return key
 
 
-def _fresh(rows: list[tuple]) -> bool:
-    """True when the rows' ids are uuid7: generated for a live request, so not in the table before."""
-    return not rows or (rows[0][0].version == 7 and rows[-1][0].version == 7)
-
-
 async def _inserted_here(conn: asyncpg.Connection, table: str, rows: list[tuple], service_col: int,
                          ts_col: int) -> list[tuple]:
     if not rows:
@@ -164,14 +159,15 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ in the batch transaction
 
-    async def batch_hook(self, conn: asyncpg.Connection, tables: dict[str, list[tuple]]) -> None:
+    async def batch_hook(self, conn: asyncpg.Connection, tables: dict[str, list[tuple]],
+                         idempotent: bool = False) -> None:
         events = tables.get(SYSTEM_EVENTS) or []
         points = tables.get(PERFORMANCE_METRICS) or []
         if not events and not points:
             return
         try:
             async with conn.transaction():  # a savepoint
-                await self._derive(conn, events, points)
+                await self._derive(conn, events, points, idempotent)
         except Exception as e:
             if isinstance(classify(e), RetryableError):
                 raise  # the writer retries the batch, the hook with it
@@ -181,8 +177,9 @@ class Lifecycle:
                 log.error("rollups / user_analytics / lookups not written for a batch (its rows are): %s: %s",
                           type(e).__name__, e, exc_info=not isinstance(e, asyncpg.PostgresError))
 
-    async def _derive(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple]) -> None:
-        if not (_fresh(events) and _fresh(points)):
+    async def _derive(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple],
+                      idempotent: bool) -> None:
+        if idempotent:
             events = await _inserted_here(conn, SYSTEM_EVENTS, events, 7, 5)
             points = await _inserted_here(conn, PERFORMANCE_METRICS, points, 6, 5)
         if points and self.rollups is not None:

@@ -1,22 +1,22 @@
 """Replays the spool into PostgreSQL, oldest segment first, once the database answers again.
 
-Each record is mapped again with ids derived from (segment, offset, row index), and written
-through the writer's idempotent path: a segment replayed twice (a crash between commit and
-delete) adds no duplicate rows. A segment is deleted only after all its rows are committed.
+Each record is mapped again with the ids its request had (ids.py: receive time, seed, row
+index) and written through the writer's idempotent path: a segment replayed twice (a crash
+between commit and delete), or a request whose COMMIT did succeed before it was spooled,
+adds no duplicate rows. A segment is deleted only after all its rows are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from exporters.postgres.ids import request_ids
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
-from exporters.postgres.spool import Record, Spool, read_segment
+from exporters.postgres.spool import Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.errors import RetryableError
 from sidecar.receivers.signals import LOGS, METRICS, TRACES
@@ -26,22 +26,6 @@ log = logging.getLogger("otelpg.replayer")
 
 _DECODE = {"traces": TRACES.request_type, "metrics": METRICS.request_type, "logs": LOGS.request_type}
 _MAP = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}
-
-
-def record_ids(record: Record) -> Callable[[], uuid.UUID]:
-    """Row ids that are the same every time this record is replayed."""
-    seed = f"{record.segment}:{record.offset}:".encode()
-    counter = 0
-
-    def new_id() -> uuid.UUID:
-        nonlocal counter
-        counter += 1
-        digest = bytearray(hashlib.blake2b(seed + str(counter).encode(), digest_size=16).digest())
-        digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom, RFC 9562
-        digest[8] = (digest[8] & 0x3F) | 0x80
-        return uuid.UUID(bytes=bytes(digest))
-
-    return new_id
 
 
 class Replayer:
@@ -98,7 +82,8 @@ class Replayer:
         for record in records:
             request = _DECODE[record.signal]()
             request.ParseFromString(record.payload)
-            mapped = _MAP[record.signal](request, record.received_ns, new_id=record_ids(record))
+            new_id = request_ids(record.received_ns, record.seed)
+            mapped = _MAP[record.signal](request, record.received_ns, new_id=new_id)
             for table, rows in mapped.rows.items():
                 if rows:
                     tables.setdefault(table, []).extend(rows)

@@ -1,9 +1,10 @@
 """performance_metrics_1m / _1h: per-minute and per-hour aggregates kept in step with the raw points.
 
 A batch hook: the batch's performance_metrics rows are aggregated in Python by (metric, service,
-series, bucket), then merged into each rollup table with one `INSERT ... SELECT FROM unnest(...)
-ON CONFLICT DO UPDATE`, inside the transaction that COPYs the raw rows. The rollups commit or roll
-back with the points they summarise, read no table, and cost one upsert per series and bucket.
+series, minute), then merged into both rollup tables by one statement, inside the transaction
+that COPYs the raw rows: `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` into the 1m
+table, and the same rows by hour into the 1h table. The rollups commit or roll back with the points
+they summarise, read no table, and cost one upsert per series and bucket.
 
 Merging follows SQL aggregate semantics, so a rollup row equals a GROUP BY over the raw rows of
 its bucket: count(*), sum/min/max(value) ignoring NULLs (NaN above every number, as PostgreSQL
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from hashlib import blake2b
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -30,7 +32,7 @@ import orjson
 
 from exporters.postgres.schema import PERFORMANCE_METRICS_1H, PERFORMANCE_METRICS_1M
 
-__all__ = ["ROLLUPS", "Rollups", "aggregate", "fold", "series_hash"]
+__all__ = ["ROLLUPS", "Rollups", "aggregate", "parameters", "series_hash"]
 
 ROLLUPS: dict[str, int] = {PERFORMANCE_METRICS_1M: 60, PERFORMANCE_METRICS_1H: 3600}  # table -> bucket seconds
 
@@ -41,23 +43,10 @@ _MEMO_MAX = 50_000  # series hashes remembered (each entry holds its tags JSON)
 _COUNT, _SUM, _MIN, _MAX, _LAST, _LAST_TS, _SCOUNT, _SMIN, _SMAX, _BCOUNTS, _STATIC = range(11)
 # _STATIC = (tags JSON, metric_type, temporality, unit, bounds list | None), from the key's first point.
 
-_UPSERT = """
-INSERT INTO {table} AS t (
-    bucket, metric_name, service_name, series_hash, tags, metric_type, temporality, unit,
-    count, sum, min, max, last, last_timestamp, sample_count, sample_min, sample_max,
-    bucket_bounds, bucket_counts)
-SELECT to_timestamp(u.bucket), u.metric_name, u.service_name, u.series_hash, u.tags::jsonb, u.metric_type,
-       u.temporality, u.unit,
-       u.count, u.sum, u.min, u.max, u.last, u.last_timestamp, u.sample_count, u.sample_min, u.sample_max,
-       CASE WHEN u.nb > 0 THEN ($18::float8[])[u.ob + 1 : u.ob + u.nb] END,
-       CASE WHEN u.nc > 0 THEN ($19::bigint[])[u.oc + 1 : u.oc + u.nc] END
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::bigint[], $10::float8[], $11::float8[], $12::float8[], $13::float8[],
-            $14::timestamptz[], $15::bigint[], $16::float8[], $17::float8[],
-            $20::int[], $21::int[], $22::int[], $23::int[])
-     AS u(bucket, metric_name, service_name, series_hash, tags, metric_type, temporality, unit,
-          count, sum, min, max, last, last_timestamp, sample_count, sample_min, sample_max, ob, nb, oc, nc)
-ON CONFLICT (metric_name, service_name, series_hash, bucket) DO UPDATE SET
+_COLUMNS = """bucket, metric_name, service_name, series_hash, tags, metric_type, temporality, unit, count, sum,
+    min, max, last, last_timestamp, sample_count, sample_min, sample_max, bucket_bounds, bucket_counts"""
+
+_MERGE = """ON CONFLICT (metric_name, service_name, series_hash, bucket) DO UPDATE SET
     count = t.count + EXCLUDED.count,
     sum = coalesce(t.sum + EXCLUDED.sum, t.sum, EXCLUDED.sum),
     min = least(t.min, EXCLUDED.min),
@@ -67,7 +56,55 @@ ON CONFLICT (metric_name, service_name, series_hash, bucket) DO UPDATE SET
     sample_count = coalesce(t.sample_count + EXCLUDED.sample_count, t.sample_count, EXCLUDED.sample_count),
     sample_min = least(t.sample_min, EXCLUDED.sample_min),
     sample_max = greatest(t.sample_max, EXCLUDED.sample_max),
-    bucket_counts = otelpg_add_buckets(t.bucket_counts, EXCLUDED.bucket_counts)
+    bucket_counts = otelpg_add_buckets(t.bucket_counts, EXCLUDED.bucket_counts)"""
+
+# The per-minute aggregates, one row per 1m key, in the order Python sorted them (`ord`).
+_MINUTES = """
+SELECT u.bucket, u.metric_name, u.service_name, u.series_hash, u.tags::jsonb AS tags, u.metric_type,
+       u.temporality, u.unit, u.count, u.sum, u.min, u.max, u.last, u.last_timestamp, u.sample_count,
+       u.sample_min, u.sample_max,
+       CASE WHEN u.nb > 0 THEN ($18::float8[])[u.ob + 1 : u.ob + u.nb] END AS bucket_bounds,
+       CASE WHEN u.nc > 0 THEN ($19::bigint[])[u.oc + 1 : u.oc + u.nc] END AS bucket_counts,
+       u.ord, u.bucket - u.bucket % 3600 AS hour
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::bigint[], $10::float8[], $11::float8[], $12::float8[], $13::float8[],
+            $14::timestamptz[], $15::bigint[], $16::float8[], $17::float8[],
+            $20::int[], $21::int[], $22::int[], $23::int[]) WITH ORDINALITY
+     AS u(bucket, metric_name, service_name, series_hash, tags, metric_type, temporality, unit,
+          count, sum, min, max, last, last_timestamp, sample_count, sample_min, sample_max, ob, nb, oc, nc, ord)
+"""
+_HOUR_ORDER = 'ORDER BY series_hash, hour, metric_name COLLATE "C", service_name COLLATE "C"'
+# The hours: when no two minutes of a batch fall in one series-hour (the usual case: a series
+# sends once per export interval), each minute row is its hour row; else they are merged here
+# with the same semantics as aggregate() merges points.
+_HOURS = f"""
+SELECT to_timestamp(hour), metric_name, service_name, series_hash, tags, metric_type, temporality, unit, count,
+       sum, min, max, last, last_timestamp, sample_count, sample_min, sample_max, bucket_bounds, bucket_counts
+FROM m {_HOUR_ORDER}
+"""
+_HOURS_MERGED = f"""
+SELECT to_timestamp(hour), metric_name, service_name, series_hash, (array_agg(tags ORDER BY ord))[1],
+       (array_agg(metric_type ORDER BY ord))[1], (array_agg(temporality ORDER BY ord))[1],
+       (array_agg(unit ORDER BY ord))[1], sum(count), sum(sum), min(min), max(max),
+       (array_agg(last ORDER BY last_timestamp DESC, ord DESC))[1], max(last_timestamp), sum(sample_count),
+       min(sample_min), max(sample_max), min(bucket_bounds), otelpg_sum_buckets(bucket_counts)
+FROM m GROUP BY series_hash, hour, metric_name, service_name {_HOUR_ORDER}
+"""
+# One statement for both tables: the minutes are sent once, the hours derived from them in SQL.
+# Every writer runs this same statement shape, so all lock rollup rows in the same order.
+_UPSERT = f"""
+WITH m AS MATERIALIZED ({_MINUTES}),
+minutes AS (
+    INSERT INTO {PERFORMANCE_METRICS_1M} AS t ({_COLUMNS})
+    SELECT to_timestamp(bucket), metric_name, service_name, series_hash, tags, metric_type, temporality, unit,
+           count, sum, min, max, last, last_timestamp, sample_count, sample_min, sample_max, bucket_bounds,
+           bucket_counts
+    FROM m ORDER BY ord
+    {_MERGE}
+)
+INSERT INTO {PERFORMANCE_METRICS_1H} AS t ({_COLUMNS})
+{{hours}}
+{_MERGE}
 """
 
 
@@ -115,7 +152,7 @@ def series_hash(metric_type: str, tags: str, bounds: tuple[float, ...] | None) -
 
 def aggregate(rows: list[tuple], seconds: int) -> dict[tuple, list]:
     """performance_metrics rows (schema.PERFORMANCE_METRICS_COLUMNS order) → {(series_hash,
-    bucket_epoch, metric_name, service_name): accumulator}, buckets `seconds` wide."""
+    metric_name, service_name, bucket_epoch): accumulator}, buckets `seconds` wide."""
     acc: dict[tuple, list] = {}
     get = acc.get
     memo = _series_memo
@@ -132,7 +169,7 @@ def aggregate(rows: list[tuple], seconds: int) -> dict[tuple, list]:
             shash = memo.get((r[8], r[4], None)) or hashes(r[8], r[4], None)
         else:
             shash = hashes(r[8], r[4], tuple(bounds))
-        key = (shash, bucket, r[1], r[6])
+        key = (shash, r[1], r[6], bucket)
         value = r[2]
         a = get(key)
         if a is None:
@@ -159,94 +196,54 @@ def aggregate(rows: list[tuple], seconds: int) -> dict[tuple, list]:
     return acc
 
 
-def fold(acc: dict[tuple, list], seconds: int) -> dict[tuple, list]:
-    """Fold finer accumulators into `seconds`-wide buckets (1m → 1h: fewer keys to merge)."""
-    out: dict[tuple, list] = {}
-    get = out.get
-    for (shash, bucket, name, service), a in acc.items():
-        key = (shash, bucket - bucket % seconds, name, service)
-        b = get(key)
-        if b is None:
-            out[key] = a.copy()
-            continue
-        b[_COUNT] += a[_COUNT]
-        if a[_SUM] is not None:
-            b[_SUM] = a[_SUM] if b[_SUM] is None else b[_SUM] + a[_SUM]
-        b[_MIN] = _min(b[_MIN], a[_MIN])
-        b[_MAX] = _max(b[_MAX], a[_MAX])
-        if a[_LAST_TS] >= b[_LAST_TS]:
-            b[_LAST] = a[_LAST]
-            b[_LAST_TS] = a[_LAST_TS]
-        if a[_SCOUNT] is not None:
-            b[_SCOUNT] = a[_SCOUNT] if b[_SCOUNT] is None else b[_SCOUNT] + a[_SCOUNT]
-        b[_SMIN] = _min(b[_SMIN], a[_SMIN])
-        b[_SMAX] = _max(b[_SMAX], a[_SMAX])
-        counts = a[_BCOUNTS]
-        if counts is not None:
-            mine = b[_BCOUNTS]
-            b[_BCOUNTS] = counts if mine is None else [x + y for x, y in zip(mine, counts, strict=True)]
-    return out
-
-
-def parameters(acc: dict[tuple, list]) -> list[list]:
-    """The 23 parameters of _UPSERT, keys in sorted order (series_hash first: cheap to compare)."""
+def parameters(acc: dict[tuple, list]) -> tuple[list, bool]:
+    """The 23 parameters of _UPSERT, keys sorted (series_hash first: cheap to compare; a series'
+    minutes next to each other), and whether two minutes fall in one series-hour."""
     keys = sorted(acc)
+    if not keys:
+        return [[] for _ in range(23)], False
     vals = [acc[k] for k in keys]
-    statics = [a[_STATIC] for a in vals]
+    shash, names, services, buckets = zip(*keys, strict=True)
+    count, sum_, min_, max_, last, last_ts, scount, smin, smax, bcounts, statics = zip(*vals, strict=True)
+    tags, mtype, temporality, unit, bounds = zip(*statics, strict=True)
     flat_bounds: list[float] = []
     flat_counts: list[int] = []
     ob, nb, oc, nc = [], [], [], []
-    for a, s in zip(vals, statics, strict=True):
-        bounds = s[4]
+    for b, c in zip(bounds, bcounts, strict=True):
         ob.append(len(flat_bounds))
-        if bounds is None:
+        if b is None:
             nb.append(0)
         else:
-            nb.append(len(bounds))
-            flat_bounds.extend(bounds)
-        counts = a[_BCOUNTS]
+            nb.append(len(b))
+            flat_bounds.extend(b)
         oc.append(len(flat_counts))
-        if counts is None:
+        if c is None:
             nc.append(0)
         else:
-            nc.append(len(counts))
-            flat_counts.extend(counts)
+            nc.append(len(c))
+            flat_counts.extend(c)
+    merged = any(
+        k[0] == j[0] and k[3] - k[3] % 3600 == j[3] - j[3] % 3600 and k[1] == j[1] and k[2] == j[2]
+        for k, j in pairwise(keys)
+    )  # fmt: skip
     return [
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [k[3] for k in keys],
-        [k[0] for k in keys],
-        [s[0] for s in statics],
-        [s[1] for s in statics],
-        [s[2] for s in statics],
-        [s[3] for s in statics],
-        [a[_COUNT] for a in vals],
-        [a[_SUM] for a in vals],
-        [a[_MIN] for a in vals],
-        [a[_MAX] for a in vals],
-        [a[_LAST] for a in vals],
-        [a[_LAST_TS] for a in vals],
-        [a[_SCOUNT] for a in vals],
-        [a[_SMIN] for a in vals],
-        [a[_SMAX] for a in vals],
-        flat_bounds,
-        flat_counts,
-        ob, nb, oc, nc,
-    ]  # fmt: skip
+        buckets, names, services, shash, tags, mtype, temporality, unit, count, sum_, min_, max_, last, last_ts,
+        scount, smin, smax, flat_bounds, flat_counts, ob, nb, oc, nc,
+    ], merged  # fmt: skip
 
 
 class Rollups:
     """Merges a batch's points into performance_metrics_1m and performance_metrics_1h."""
 
     def __init__(self) -> None:
-        self._sql = {table: _UPSERT.format(table=table) for table in ROLLUPS}
+        self._sql = _UPSERT.format(hours=_HOURS)
+        self._sql_merged = _UPSERT.format(hours=_HOURS_MERGED)
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
-        """Upsert the rollups of `rows` (inside the caller's transaction); return rollup rows touched."""
+        """Upsert the rollups of `rows` (inside the caller's transaction); return the 1m rows touched."""
         if not rows:
             return 0
         minutes = aggregate(rows, ROLLUPS[PERFORMANCE_METRICS_1M])
-        hours = fold(minutes, ROLLUPS[PERFORMANCE_METRICS_1H])
-        await conn.execute(self._sql[PERFORMANCE_METRICS_1M], *parameters(minutes))
-        await conn.execute(self._sql[PERFORMANCE_METRICS_1H], *parameters(hours))
-        return len(minutes) + len(hours)
+        params, merged = parameters(minutes)
+        await conn.execute(self._sql_merged if merged else self._sql, *params)
+        return len(minutes)

@@ -1,7 +1,8 @@
 """Durable spool: acknowledged requests that PostgreSQL can't take right now, on local disk.
 
 Append-only segment files in `<data_dir>/spool/`. A record is
-    length:u32 | crc32:u32 | signal:u8 | received_ns:u64 | payload (the request, protobuf)
+    length:u32 | crc32:u32 | signal:u8 | received_ns:u64 | seed:u64 | payload (the request, protobuf)
+(`seed` reproduces the request's row ids: see ids.py)
 where length and crc cover everything after the crc. Concurrent appends are written together
 and made durable with one fsync (group fsync); each append returns only after that fsync, so
 an acknowledged request survives SIGKILL and power loss. A torn record at the end of a segment
@@ -26,7 +27,7 @@ from sidecar.errors import BackpressureError
 log = logging.getLogger("otelpg.spool")
 
 _HEADER = struct.Struct("<II")  # length, crc32
-_META = struct.Struct("<BQ")  # signal, received_ns
+_META = struct.Struct("<BQQ")  # signal, received_ns, id seed
 SIGNALS = ("traces", "metrics", "logs")
 _SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
 _PREFIX, _SUFFIX = "segment-", ".spool"
@@ -38,6 +39,7 @@ class Record:
     offset: int  # byte offset of the record in its segment: with `segment`, a stable identity
     signal: str
     received_ns: int
+    seed: int
     payload: bytes
 
 
@@ -56,11 +58,11 @@ def read_segment(path: Path) -> Iterator[Record]:
         if length < _META.size or end > len(data) or zlib.crc32(data[start:end]) != crc:
             log.warning("spool segment %s: torn record at offset %d ignored (never acknowledged)", path.name, pos)
             return
-        code, received_ns = _META.unpack_from(data, start)
+        code, received_ns, seed = _META.unpack_from(data, start)
         if code >= len(SIGNALS):
             log.warning("spool segment %s: unknown signal %d at offset %d", path.name, code, pos)
             return
-        yield Record(seq, pos, SIGNALS[code], received_ns, data[start + _META.size:end])
+        yield Record(seq, pos, SIGNALS[code], received_ns, seed, data[start + _META.size:end])
         pos = end
 
 
@@ -96,9 +98,9 @@ class Spool:
     def fill(self) -> float:
         return self.bytes / self.max_bytes if self.max_bytes else 1.0
 
-    async def append(self, signal: str, received_ns: int, payload: bytes) -> None:
+    async def append(self, signal: str, received_ns: int, payload: bytes, seed: int = 0) -> None:
         """Return once the record is on disk and fsynced; BackpressureError when the spool is full."""
-        body = _META.pack(_SIGNAL_CODE[signal], received_ns) + payload
+        body = _META.pack(_SIGNAL_CODE[signal], received_ns, seed) + payload
         record = _HEADER.pack(len(body), zlib.crc32(body)) + body
         if self.bytes + len(record) > self.max_bytes:
             raise BackpressureError("otelpg's database is unavailable and its spool is full, retry later",

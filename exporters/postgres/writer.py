@@ -53,8 +53,9 @@ def classify(error: BaseException) -> OtelpgError:
 
 
 # Runs inside a batch's transaction after its COPYs (e.g. rollup upserts), so what it writes
-# commits or rolls back with the rows it derives from.
-BatchHook = Callable[[asyncpg.Connection, dict[str, list[tuple]]], Awaitable[None]]
+# commits or rolls back with the rows it derives from. The flag says the rows went through the
+# idempotent path: some may have been there already (replay, retry) and were skipped.
+BatchHook = Callable[[asyncpg.Connection, dict[str, list[tuple]], bool], Awaitable[None]]
 
 
 class Writer:
@@ -125,7 +126,7 @@ class Writer:
                         table, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout
                     )
             for hook in self._hooks:
-                await hook(conn, tables)
+                await hook(conn, tables, idempotent)
 
     async def _copy_skipping_existing(self, conn: asyncpg.Connection, table: str, rows: list[tuple]) -> None:
         # COPY has no ON CONFLICT: stage in a temporary table, then insert what isn't there yet.

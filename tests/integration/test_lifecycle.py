@@ -24,10 +24,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from exporters.postgres.ids import request_ids
 from exporters.postgres.lifecycle import Lifecycle, retention_days
 from exporters.postgres.maintenance import ensure_partitions, maintain, partition_name
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
-from exporters.postgres.replayer import record_ids
 from exporters.postgres.schema import (
     PARTITIONING,
     PERFORMANCE_METRICS,
@@ -36,7 +36,6 @@ from exporters.postgres.schema import (
     SYSTEM_EVENTS,
     USER_ANALYTICS,
 )
-from exporters.postgres.spool import Record
 from exporters.postgres.writer import Writer
 from sidecar.config import AgentStatesConfig, Config, UserAnalyticsConfig
 from sidecar.migrate import migrate
@@ -327,7 +326,7 @@ async def test_replayed_rows_are_rolled_up_once(pool, tmp_path):
     traces_req = _traces_request(base)
     for _ in range(2):
         for signal, req, mapper in (("m", metrics_req, map_metrics), ("t", traces_req, map_traces)):
-            mapped = mapper(req, time.time_ns(), new_id=record_ids(Record(7, len(signal), signal, 0, b"")))
+            mapped = mapper(req, time.time_ns(), new_id=request_ids(7_000_000, len(signal)))
             n = sum(len(r) for r in mapped.rows.values())
             await writer.write_rows(mapped.rows, mapped.resources, n, idempotent=True)
     async with pool.acquire() as conn:
@@ -337,8 +336,8 @@ async def test_replayed_rows_are_rolled_up_once(pool, tmp_path):
 
 
 async def test_rollup_cost_per_batch_is_small(pool, tmp_path):
-    """The rollup hook's Python part per 5000-point batch, measured (not a timing assertion with
-    a tight bound: the machine is shared; the figure is printed for the record)."""
+    """The rollup hook's Python part per 5000-point batch, measured (no tight bound: the machine is
+    shared; the figure is printed for the record)."""
     from exporters.postgres import rollups
 
     req = ExportMetricsServiceRequest()
@@ -350,11 +349,9 @@ async def test_rollup_cost_per_batch_is_small(pool, tmp_path):
             h.data_points.add(time_unix_nano=t, count=3, sum=1.0, explicit_bounds=[1.0, 2.0],
                               bucket_counts=[1, 1, 1], attributes=kvs({"p": p, "route": "/x"}))
     rows = map_metrics(req, time.time_ns()).rows[PERFORMANCE_METRICS]
-    rollups.parameters(rollups.fold(rollups.aggregate(rows, 60), 3600))  # warm the series memo
+    rollups.parameters(rollups.aggregate(rows, 60))  # warm the series memo
     started = time.perf_counter()
-    minutes = rollups.aggregate(rows, 60)
-    rollups.parameters(minutes)
-    rollups.parameters(rollups.fold(minutes, 3600))
+    rollups.parameters(rollups.aggregate(rows, 60))
     elapsed = time.perf_counter() - started
     print(f"rollup Python part: {elapsed * 1e3:.1f} ms per {len(rows)}-point batch")
     assert elapsed < 1.0
