@@ -22,6 +22,7 @@ import datetime as dt
 import math
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for dsn in schemas.values():
                 asyncio.run(_pg.drop_schema(base_dsn, dsn))
+            shutil.rmtree(workdir, ignore_errors=True)
         server.stop()
 
     first, last = sizes[0], sizes[-1]
