@@ -6,6 +6,7 @@ PostgreSQL is the one named by OTELPG_TEST_DATABASE_URL, else an embedded server
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -48,9 +49,9 @@ def pg_server_dsn() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-async def db_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    """A DSN whose search_path is a fresh, empty schema, dropped after the test."""
+@contextlib.asynccontextmanager
+async def fresh_schema(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A DSN whose search_path is a fresh, empty schema, dropped on exit."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(pg_server_dsn)
     try:
@@ -59,6 +60,20 @@ async def db_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def db_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A fresh schema for one test."""
+    async with fresh_schema(pg_server_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A fresh schema shared by the tests of one module (e.g. with one otelpg process)."""
+    async with fresh_schema(pg_server_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -216,13 +216,6 @@ def start_otelpg(tmp: Path, dsn: str, config: str | None = None) -> OtelpgProces
 
 
 @pytest.fixture(scope="module")
-async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    schema = await create_schema(pg_server_dsn)
-    yield with_search_path(pg_server_dsn, schema)
-    await drop_schema(pg_server_dsn, schema)
-
-
-@pytest.fixture(scope="module")
 async def limited_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
     schema = await create_schema(pg_server_dsn)
     yield with_search_path(pg_server_dsn, schema)

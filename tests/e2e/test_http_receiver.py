@@ -247,14 +247,6 @@ async def drop_schema(pg_server_dsn: str, schema: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    """A fresh schema shared by the module's tests and its otelpg process."""
-    schema = await create_schema(pg_server_dsn)
-    yield with_search_path(pg_server_dsn, schema)
-    await drop_schema(pg_server_dsn, schema)
-
-
-@pytest.fixture(scope="module")
 async def limited_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
     schema = await create_schema(pg_server_dsn)
     yield with_search_path(pg_server_dsn, schema)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sidecar.receivers.encoding import message_to_otlp_json
-from tests.conftest import with_search_path
 from tests.otelpg_process import OtelpgProcess
 
 pytestmark = pytest.mark.e2e
@@ -299,18 +297,6 @@ async def take_rows(db: asyncpg.Connection) -> dict[str, list[tuple]]:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        yield with_search_path(pg_server_dsn, schema)
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,6 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from sidecar.receivers.encoding import message_to_otlp_json
 from tests import sdk
-from tests.conftest import with_search_path
 from tests.otelpg_process import OtelpgProcess
 
 pytestmark = pytest.mark.e2e
@@ -134,18 +133,6 @@ def https(proc: OtelpgProcess, path: str = "/v1/traces") -> str:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        yield with_search_path(pg_server_dsn, schema)
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
