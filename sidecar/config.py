@@ -90,9 +90,9 @@ class AdminConfig:
 @dataclass(frozen=True)
 class BatchConfig:
     max_rows: int = setting(5000, "Flush a batch to PostgreSQL at this many rows...")
-    max_delay: float = setting(0.2, "...or when its oldest row has waited this many seconds.")
+    max_delay: float = setting(0.2, "Longest a batch waits for more rows while a writer is free (caps linger).")
     linger: float = setting(
-        0.01, "...but only this long while no write is under way: batches grow only when PostgreSQL is busy."
+        0.01, "Wait this long for more rows before a free writer flushes; batches grow only while every writer is busy."
     )
 
 

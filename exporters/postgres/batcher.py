@@ -1,8 +1,10 @@
 """Group commit: rows of concurrent requests merge into batches, one transaction each.
 
-A request's rows go into the open batch; the batch is flushed when it reaches `max_rows` or
-when its oldest request has waited `max_delay` — or only `linger` when no write is under way:
-batches grow while PostgreSQL is busy and stay small (low latency) while it is idle. Every
+A request's rows go into the open batch. Group commit as PostgreSQL itself does it: as soon as a
+writer is free the batch is flushed, after at most `linger` (capped by `max_delay`) for more rows
+to join, or at once when it holds `max_rows`. While every writer is busy the batch grows, so
+batches are small (low latency) while PostgreSQL keeps up and large (high throughput) when it
+is busy, with no fixed wait on an idle pipeline. Every
 request waits on its own future, resolved only after the transaction holding its rows has
 committed (ack after commit). The queue is bounded in rows and bytes: beyond it `submit`
 raises BackpressureError at once.
@@ -137,10 +139,10 @@ class Batcher:
                 if self._closed:
                     return
                 continue
-            if self._open.nrows < self.max_rows and not self._closed:
+            if self._open.nrows < self.max_rows and not self._closed and not self._writers.locked():
+                # A writer is free: give concurrent requests `linger` to join, then write.
                 with contextlib.suppress(TimeoutError):
-                    delay = self.max_delay if self._inflight else min(self.linger, self.max_delay)
-                    await asyncio.wait_for(self._full.wait(), delay)
+                    await asyncio.wait_for(self._full.wait(), min(self.linger, self.max_delay))
             # Wait for a free writer before taking the batch: it keeps growing meanwhile (bigger COPYs
             # under load), and a cancelled wait leaves it in place to be failed by close().
             await self._writers.acquire()
