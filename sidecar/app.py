@@ -23,6 +23,7 @@ from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.lifecycle import Lifecycle
 from exporters.postgres.maintenance import ensure_partitions
 from exporters.postgres.mapping.common import Limits, set_limits
+from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.replayer import Replayer
 from exporters.postgres.span_metrics_flush import SpanMetricsFlush
 from exporters.postgres.spool import Spool
@@ -113,6 +114,7 @@ class App:
         self.writer: Writer | None = None
         self.events: EventLog | None = None
         self.replayer: Replayer | None = None
+        self.mapping = MappingThread()
         self.lifecycle: Lifecycle | None = None
         self.span_metrics: SpanMetricsFlush | None = None
         self._runners: list[web.AppRunner] = []
@@ -155,7 +157,8 @@ class App:
             self.telemetry.spool_bytes.set_function(lambda: spool.bytes)
             self.telemetry.spool_capacity.set(cfg.spool.max_bytes)
             self.health.extra = lambda: {"spool_bytes": spool.bytes}
-            self.replayer = Replayer(spool, writer, self.telemetry, database_ok=lambda: self.health.database_ok,
+            self.replayer = Replayer(spool, writer, self.mapping, self.telemetry,
+                                     database_ok=lambda: self.health.database_ok,
                                      on_replayed=lambda info: self._emit("spool_replayed", **info),
                                      batch_rows=cfg.batch.max_rows)
             self._tasks.append(asyncio.create_task(self.replayer.run(), name="otelpg-replayer"))
@@ -164,7 +167,7 @@ class App:
         observe = {"traces": self.aggregator.observe_traces, "metrics": self.aggregator.observe_metrics,
                    "logs": self.aggregator.observe_logs}
         exporter = PostgresExporter(
-            self.batcher, lambda: self.health.database_ok,
+            self.batcher, self.mapping, lambda: self.health.database_ok,
             lifecycle.observing(lambda signal, request: observe[signal](request)),
             spool=self.spool, telemetry=self.telemetry,
             on_spooled=self.replayer.wake if self.replayer else lambda: None,
@@ -271,6 +274,7 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.to_thread(self.mapping.close)
         if self.spool is not None:
             self.spool.close()
             if not self.spool.empty:

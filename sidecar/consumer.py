@@ -1,6 +1,7 @@
 """The seam between receivers and exporters.
 
-Receivers decode a request and await `consume_*`; it returns once the data is durable
+Receivers decode a request and await `consume_*(request, nbytes)` (`nbytes`: the decoded body's
+size, for the queue's byte bound; 0 if unknown); it returns once the data is durable
 (committed in PostgreSQL or fsynced to the spool) or raises a `sidecar.errors` error.
 Receivers never import asyncpg; exporters never import aiohttp or grpc.
 """
@@ -27,8 +28,8 @@ OK = ConsumeResult()
 
 
 class Consumer(Protocol):
-    async def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult: ...
+    async def consume_traces(self, request: ExportTraceServiceRequest, nbytes: int = 0) -> ConsumeResult: ...
 
-    async def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult: ...
+    async def consume_metrics(self, request: ExportMetricsServiceRequest, nbytes: int = 0) -> ConsumeResult: ...
 
-    async def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult: ...
+    async def consume_logs(self, request: ExportLogsServiceRequest, nbytes: int = 0) -> ConsumeResult: ...

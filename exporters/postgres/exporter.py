@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from exporters.postgres.batcher import Batcher
-from exporters.postgres.ids import new_seed, request_ids
-from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from exporters.postgres.ids import new_seed
+from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.spool import Spool
 from sidecar.consumer import ConsumeResult
 from sidecar.errors import DatabaseUnavailableError, PermanentError, RetryableError, ShuttingDownError
@@ -29,40 +29,42 @@ def _nop(signal: str, request: Any) -> None:
 
 
 class PostgresExporter:
-    def __init__(self, batcher: Batcher, database_ok: Callable[[], bool], after_commit: AfterCommit = _nop, *,
-                 spool: Spool | None = None, telemetry: Telemetry | None = None,
+    def __init__(self, batcher: Batcher, mapping: MappingThread, database_ok: Callable[[], bool],
+                 after_commit: AfterCommit = _nop, *, spool: Spool | None = None, telemetry: Telemetry | None = None,
                  on_spooled: Callable[[], None] = lambda: None) -> None:
         self._batcher = batcher
+        self._mapping = mapping
         self._database_ok = database_ok
         self._after_commit = after_commit
         self._spool = spool
         self._telemetry = telemetry
         self._on_spooled = on_spooled
 
-    async def consume_traces(self, request: Any) -> ConsumeResult:
-        return await self._consume("traces", map_traces, request)
+    async def consume_traces(self, request: Any, nbytes: int = 0) -> ConsumeResult:
+        return await self._consume("traces", request, nbytes)
 
-    async def consume_metrics(self, request: Any) -> ConsumeResult:
-        return await self._consume("metrics", map_metrics, request)
+    async def consume_metrics(self, request: Any, nbytes: int = 0) -> ConsumeResult:
+        return await self._consume("metrics", request, nbytes)
 
-    async def consume_logs(self, request: Any) -> ConsumeResult:
-        return await self._consume("logs", map_logs, request)
+    async def consume_logs(self, request: Any, nbytes: int = 0) -> ConsumeResult:
+        return await self._consume("logs", request, nbytes)
 
-    async def _consume(self, signal: str, mapper: Callable[..., Any], request: Any) -> ConsumeResult:
+    async def _consume(self, signal: str, request: Any, nbytes: int) -> ConsumeResult:
         received_ns = time.time_ns()
         if self._batcher.closed:
             raise ShuttingDownError("otelpg is shutting down", retry_after=5)
         if self._spool is None and not self._database_ok():
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
         seed = new_seed()
-        mapped = mapper(request, received_ns, new_id=request_ids(received_ns, seed))
+        mapped = await self._mapping.map(signal, request, received_ns, seed)
         nrows = sum(len(rows) for rows in mapped.rows.values())
         if nrows:
             if not self._database_ok():
                 await self._to_spool(signal, request, received_ns, seed)
             else:
                 try:
-                    await self._batcher.submit(mapped.rows, mapped.resources, nrows, request.ByteSize())
+                    # The receiver's body length: ByteSize() would serialise the whole message again.
+                    await self._batcher.submit(mapped.rows, mapped.resources, nrows, nbytes or request.ByteSize())
                 except ShuttingDownError:
                     raise  # intake is closed: 503, the client retries elsewhere or later
                 except RetryableError:

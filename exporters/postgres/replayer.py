@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporters.postgres.ids import request_ids
-from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.spool import Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.errors import RetryableError
@@ -25,15 +24,16 @@ from sidecar.telemetry import Telemetry
 log = logging.getLogger("otelpg.replayer")
 
 _DECODE = {"traces": TRACES.request_type, "metrics": METRICS.request_type, "logs": LOGS.request_type}
-_MAP = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}
 
 
 class Replayer:
-    def __init__(self, spool: Spool, writer: Writer, telemetry: Telemetry, *, database_ok: Callable[[], bool],
+    def __init__(self, spool: Spool, writer: Writer, mapping: MappingThread, telemetry: Telemetry, *,
+                 database_ok: Callable[[], bool],
                  on_replayed: Callable[[dict[str, Any]], None], batch_rows: int = 5000,
                  interval: float = 1.0) -> None:
         self._spool = spool
         self._writer = writer
+        self._mapping = mapping
         self._telemetry = telemetry
         self._database_ok = database_ok
         self._on_replayed = on_replayed
@@ -82,8 +82,7 @@ class Replayer:
         for record in records:
             request = _DECODE[record.signal]()
             request.ParseFromString(record.payload)
-            new_id = request_ids(record.received_ns, record.seed)
-            mapped = _MAP[record.signal](request, record.received_ns, new_id=new_id)
+            mapped = await self._mapping.map(record.signal, request, record.received_ns, record.seed)
             for table, rows in mapped.rows.items():
                 if rows:
                     tables.setdefault(table, []).extend(rows)
