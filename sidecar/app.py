@@ -39,6 +39,7 @@ from sidecar.database_metrics import DatabaseUtilization
 from sidecar.embedded import EmbeddedPostgres
 from sidecar.health import HealthState
 from sidecar.migrate import migrate
+from sidecar.receivers.admission import Admission
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
 from sidecar.telemetry import Telemetry
@@ -184,15 +185,19 @@ class App:
         self._emit("started", version=__version__, embedded_database=self.embedded is not None)
         tls = _tls_context(cfg)
         await self._serve("admin", make_admin_app(self.registry, self.health), cfg.admin.endpoint, None)
+        admission = Admission(cfg.queue.max_inflight_bytes)
+        self.telemetry.bind_inflight(lambda: admission.bytes, cfg.queue.max_inflight_bytes)
         if cfg.http.enabled:
             http = HttpReceiver(exporter, self.telemetry, max_body=cfg.http.max_request_body_size,
-                                read_timeout=cfg.http.read_timeout, bearer_token=cfg.auth.bearer_token)
+                                read_timeout=cfg.http.read_timeout, admission=admission,
+                                bearer_token=cfg.auth.bearer_token)
             # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
             # keepalive_timeout also closes connections whose request never completes (slow loris).
             await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False,
                               keepalive_timeout=cfg.http.idle_timeout)
         if cfg.grpc.enabled:
             self._grpc = GrpcReceiver(exporter, self.telemetry, max_message_size=cfg.grpc.max_recv_msg_size,
+                                      admission=admission,
                                       bearer_token=cfg.auth.bearer_token, tls=cfg.tls)
             host, port = parse_endpoint(cfg.grpc.endpoint, "grpc.endpoint")
             bound = await self._grpc.start(host, port)

@@ -102,6 +102,11 @@ class QueueConfig:
         50_000, "Rows waiting for COPY; beyond it requests go to the spool (or get 503 without one)."
     )
     max_bytes: int = setting(64 * 1024 * 1024, "Request bytes waiting for COPY; beyond it, as for max_rows.")
+    max_inflight_bytes: int = setting(
+        16 * 1024 * 1024,
+        "Decompressed request bytes held at once, from receipt to answer (bounds memory under overload); "
+        "beyond it new requests get 503 / UNAVAILABLE with Retry-After.",
+    )
     high_water_mark: float = setting(0.8, "Fraction of the queue above which /api/health/ready says not ready.")
 
 

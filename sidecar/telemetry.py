@@ -82,6 +82,14 @@ class Telemetry:
             buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000), registry=registry,
         )
         self.queue_size = Gauge("otelpg_exporter_queue_size", "Rows waiting to be written.", registry=registry)
+        self.inflight_bytes = Gauge(
+            "otelpg_receiver_inflight_bytes", "Decompressed request bytes being handled (admission control).",
+            registry=registry,
+        )
+        self.inflight_capacity = Gauge(
+            "otelpg_receiver_inflight_capacity_bytes", "Request bytes handled at once before 503 / UNAVAILABLE.",
+            registry=registry,
+        )
         self.queue_capacity = Gauge(
             "otelpg_exporter_queue_capacity", "Rows the queue holds before backpressure.", registry=registry
         )
@@ -104,6 +112,10 @@ class Telemetry:
     def bind_queue(self, size: Callable[[], float], capacity: float) -> None:
         self.queue_size.set_function(size)
         self.queue_capacity.set(capacity)
+
+    def bind_inflight(self, size: Callable[[], float], capacity: float) -> None:
+        self.inflight_bytes.set_function(size)
+        self.inflight_capacity.set(capacity)
 
     def bind_pool(self, size: Callable[[], float], in_use: Callable[[], float], capacity: float = 0) -> None:
         self.pool_size.set_function(size)

@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sidecar.config import TlsConfig
 from sidecar.consumer import Consumer
 from sidecar.errors import UnauthenticatedError
+from sidecar.receivers.admission import Admission
 from sidecar.receivers.encoding import PROTOBUF, decode_request
 from sidecar.receivers.signals import SIGNALS, Signal
 from sidecar.receivers.status import Status, status_for
@@ -52,10 +53,12 @@ class GrpcReceiver:
         telemetry: Telemetry,
         *,
         max_message_size: int,
+        admission: Admission | None = None,
         bearer_token: str | None = None,
         tls: TlsConfig | None = None,
     ) -> None:
         self._consumer = consumer
+        self._admission = admission or Admission(1 << 62)
         self._telemetry = telemetry
         self._max = max_message_size
         self._auth = f"Bearer {bearer_token}" if bearer_token else None
@@ -104,11 +107,12 @@ class GrpcReceiver:
         items = 0
         try:
             self._authenticate(context)
-            message = decode_request(signal, body, PROTOBUF)
-            items = signal.count(message)
-            if items == 0:
-                return signal.response().SerializeToString()
-            result = await getattr(self._consumer, signal.consume)(message, len(body))
+            with self._admission.hold(len(body)):
+                message = decode_request(signal, body, PROTOBUF)
+                items = signal.count(message)
+                if items == 0:
+                    return signal.response().SerializeToString()
+                result = await getattr(self._consumer, signal.consume)(message, len(body))
         except Exception as e:
             status = status_for(e)
             self._telemetry.refused_requests.labels(TRANSPORT, status.reason).inc()

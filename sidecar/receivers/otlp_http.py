@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sidecar.consumer import Consumer
 from sidecar.errors import DecodeError, PayloadTooLargeError, UnauthenticatedError, UnsupportedMediaTypeError
+from sidecar.receivers.admission import Admission
 from sidecar.receivers.compression import decompress
 from sidecar.receivers.encoding import PROTOBUF, decode_request, encode_message, media_type, status_body
 from sidecar.receivers.signals import SIGNALS, Signal
@@ -31,9 +32,11 @@ class HttpReceiver:
         *,
         max_body: int,
         read_timeout: float,
+        admission: Admission | None = None,
         bearer_token: str | None = None,
     ) -> None:
         self._consumer = consumer
+        self._admission = admission or Admission(1 << 62)
         self._telemetry = telemetry
         self._max_body = max_body
         self._read_timeout = read_timeout
@@ -59,12 +62,14 @@ class HttpReceiver:
         try:
             self._authenticate(request)
             media = media_type(request.headers.get("Content-Type"))
+            self._admission.check()
             body = await self._read_body(request)
-            message = decode_request(signal, body, media)
-            items = signal.count(message)
-            if items == 0:
-                return _reply(encode_message(signal.response(), media), media)
-            result = await getattr(self._consumer, signal.consume)(message, len(body))
+            with self._admission.hold(len(body)):
+                message = decode_request(signal, body, media)
+                items = signal.count(message)
+                if items == 0:
+                    return _reply(encode_message(signal.response(), media), media)
+                result = await getattr(self._consumer, signal.consume)(message, len(body))
         except Exception as e:
             status = status_for(e)
             self._telemetry.refused_requests.labels(TRANSPORT, status.reason).inc()

@@ -809,12 +809,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="seconds before a request counts as failed, like the OTel SDK exporters' timeout [10]",
     )
-    b = p.add_argument_group("otelpg settings (written to a generated YAML config)")
-    b.add_argument("--batch-max-rows", type=int, default=5000)
-    b.add_argument("--batch-max-delay", type=float, default=0.2)
-    b.add_argument("--db-pool-size", type=int, default=8, help="database.pool_max_size [8]")
-    b.add_argument("--queue-max-rows", type=int, default=200_000)
-    b.add_argument("--queue-max-bytes", type=int, default=256 * MiB)
+    from sidecar.config import BatchConfig, DatabaseConfig, QueueConfig  # defaults: what a user gets
+
+    b = p.add_argument_group("otelpg settings (written to a generated YAML config; default: otelpg's)")
+    b.add_argument("--batch-max-rows", type=int, default=BatchConfig.max_rows)
+    b.add_argument("--batch-max-delay", type=float, default=BatchConfig.max_delay)
+    b.add_argument("--db-pool-size", type=int, default=DatabaseConfig.pool_max_size, help="database.pool_max_size")
+    b.add_argument("--queue-max-rows", type=int, default=QueueConfig.max_rows)
+    b.add_argument("--queue-max-bytes", type=int, default=QueueConfig.max_bytes)
     r = p.add_argument_group("references")
     r.add_argument("--copy-rows", type=int, default=200_000, help="rows for the raw COPY reference [200000]")
     r.add_argument("--copy-connections", default="1,2", help="raw COPY connection counts to measure [1,2]")
