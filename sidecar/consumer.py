@@ -1,7 +1,8 @@
 """The seam between receivers and exporters.
 
-Receivers decode a request and await `consume_*(request, nbytes)` (`nbytes`: the decoded body's
-size, for the queue's byte bound; 0 if unknown); it returns once the data is durable
+Receivers decode a request and await `consume_*(request, nbytes, raw)` (`nbytes`: the decoded
+body's size, for the queue's byte bound, 0 if unknown; `raw`: the body itself when it is
+protobuf, which the mapping can read faster than the decoded message); it returns once the data is durable
 (committed in PostgreSQL or fsynced to the spool) or raises a `sidecar.errors` error.
 Receivers never import asyncpg; exporters never import aiohttp or grpc.
 """
@@ -28,8 +29,11 @@ OK = ConsumeResult()
 
 
 class Consumer(Protocol):
-    async def consume_traces(self, request: ExportTraceServiceRequest, nbytes: int = 0) -> ConsumeResult: ...
+    async def consume_traces(self, request: ExportTraceServiceRequest, nbytes: int = 0,
+                             raw: bytes | None = None) -> ConsumeResult: ...
 
-    async def consume_metrics(self, request: ExportMetricsServiceRequest, nbytes: int = 0) -> ConsumeResult: ...
+    async def consume_metrics(self, request: ExportMetricsServiceRequest, nbytes: int = 0,
+                             raw: bytes | None = None) -> ConsumeResult: ...
 
-    async def consume_logs(self, request: ExportLogsServiceRequest, nbytes: int = 0) -> ConsumeResult: ...
+    async def consume_logs(self, request: ExportLogsServiceRequest, nbytes: int = 0,
+                             raw: bytes | None = None) -> ConsumeResult: ...

@@ -40,23 +40,23 @@ class PostgresExporter:
         self._telemetry = telemetry
         self._on_spooled = on_spooled
 
-    async def consume_traces(self, request: Any, nbytes: int = 0) -> ConsumeResult:
-        return await self._consume("traces", request, nbytes)
+    async def consume_traces(self, request: Any, nbytes: int = 0, raw: bytes | None = None) -> ConsumeResult:
+        return await self._consume("traces", request, nbytes, raw)
 
-    async def consume_metrics(self, request: Any, nbytes: int = 0) -> ConsumeResult:
-        return await self._consume("metrics", request, nbytes)
+    async def consume_metrics(self, request: Any, nbytes: int = 0, raw: bytes | None = None) -> ConsumeResult:
+        return await self._consume("metrics", request, nbytes, raw)
 
-    async def consume_logs(self, request: Any, nbytes: int = 0) -> ConsumeResult:
-        return await self._consume("logs", request, nbytes)
+    async def consume_logs(self, request: Any, nbytes: int = 0, raw: bytes | None = None) -> ConsumeResult:
+        return await self._consume("logs", request, nbytes, raw)
 
-    async def _consume(self, signal: str, request: Any, nbytes: int) -> ConsumeResult:
+    async def _consume(self, signal: str, request: Any, nbytes: int, raw: bytes | None) -> ConsumeResult:
         received_ns = time.time_ns()
         if self._batcher.closed:
             raise ShuttingDownError("otelpg is shutting down", retry_after=5)
         if self._spool is None and not self._database_ok():
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
         seed = new_seed()
-        mapped = await self._mapping.map(signal, request, received_ns, seed)
+        mapped = await self._mapping.map(signal, request, received_ns, seed, raw)
         nrows = sum(len(rows) for rows in mapped.rows.values())
         if nrows:
             if not self._database_ok():

@@ -28,9 +28,14 @@ class MappingThread:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
-    async def map(self, signal: str, request: object, received_ns: int, seed: int) -> Mapped:
-        """Map one request (rows get ids reproducible from `received_ns` and `seed`)."""
-        job = partial(_MAP[signal], request, received_ns, new_id=request_ids(received_ns, seed))
+    async def map(self, signal: str, request: object, received_ns: int, seed: int, raw: bytes | None = None) -> Mapped:
+        """Map one request (rows get ids reproducible from `received_ns` and `seed`); `raw`: its
+        protobuf bytes if known, for the C attribute converter (traces and logs)."""
+        new_id = request_ids(received_ns, seed)
+        if signal == "metrics":
+            job = partial(map_metrics, request, received_ns, new_id=new_id)
+        else:
+            job = partial(_MAP[signal], request, received_ns, new_id=new_id, raw=raw)
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     def close(self) -> None:

@@ -82,7 +82,8 @@ class Replayer:
         for record in records:
             request = _DECODE[record.signal]()
             request.ParseFromString(record.payload)
-            mapped = await self._mapping.map(record.signal, request, record.received_ns, record.seed)
+            mapped = await self._mapping.map(record.signal, request, record.received_ns, record.seed,
+                                             record.payload)
             for table, rows in mapped.rows.items():
                 if rows:
                     tables.setdefault(table, []).extend(rows)

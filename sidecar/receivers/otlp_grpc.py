@@ -112,7 +112,7 @@ class GrpcReceiver:
                 items = signal.count(message)
                 if items == 0:
                     return signal.response().SerializeToString()
-                result = await getattr(self._consumer, signal.consume)(message, len(body))
+                result = await getattr(self._consumer, signal.consume)(message, len(body), body)
         except Exception as e:
             status = status_for(e)
             self._telemetry.refused_requests.labels(TRANSPORT, status.reason).inc()

@@ -69,7 +69,8 @@ class HttpReceiver:
                 items = signal.count(message)
                 if items == 0:
                     return _reply(encode_message(signal.response(), media), media)
-                result = await getattr(self._consumer, signal.consume)(message, len(body))
+                result = await getattr(self._consumer, signal.consume)(
+                    message, len(body), body if media == PROTOBUF else None)
         except Exception as e:
             status = status_for(e)
             self._telemetry.refused_requests.labels(TRANSPORT, status.reason).inc()

@@ -29,13 +29,13 @@ class MappingConsumer:
         mapped = mapper(request, 1)
         return ConsumeResult(mapped.rejected, mapped.message)
 
-    async def consume_traces(self, request, nbytes: int = 0) -> ConsumeResult:
+    async def consume_traces(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
         return await self._map(map_traces, request)
 
-    async def consume_metrics(self, request, nbytes: int = 0) -> ConsumeResult:
+    async def consume_metrics(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
         return await self._map(map_metrics, request)
 
-    async def consume_logs(self, request, nbytes: int = 0) -> ConsumeResult:
+    async def consume_logs(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
         return await self._map(map_logs, request)
 
 
