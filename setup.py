@@ -1,7 +1,7 @@
 """Only the optional C accelerator lives here; everything else is in pyproject.toml.
 
 `optional=True`: without a C compiler the install still succeeds and otelpg maps attributes in
-pure Python (slower, identical results; `otelpg stats` and the startup log say which is used).
+pure Python (slower, identical results; `otelpg run` then logs a warning saying so).
 """
 
 from setuptools import Extension, setup

@@ -22,7 +22,7 @@ from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.lifecycle import Lifecycle
 from exporters.postgres.maintenance import ensure_partitions
-from exporters.postgres.mapping.common import Limits, set_limits
+from exporters.postgres.mapping.common import FAST, Limits, set_limits
 from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.replayer import Replayer
 from exporters.postgres.span_metrics_flush import SpanMetricsFlush
@@ -98,6 +98,9 @@ class App:
         self.registry = CollectorRegistry(auto_describe=True)
         self.telemetry = Telemetry(self.registry)
         set_limits(config.limits.max_attributes, config.limits.max_attribute_value_length)
+        if not FAST.available:
+            log.warning("the C attribute converter is not built (no C compiler at install?): "
+                        "mapping spans and logs in pure Python, about a third slower")
         self.telemetry.bind_truncations(Limits.truncated)
         self.aggregator = PrometheusAggregator(AggregatorConfig(
             expiry_seconds=config.prometheus.series_expiry,
