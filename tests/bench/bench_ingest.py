@@ -218,6 +218,12 @@ def take_sample(mon: Monitor, clients: list[psutil.Process], metrics_url: str) -
     )
 
 
+def _c_converter() -> str:
+    from exporters.postgres.mapping.common import FAST
+
+    return "built" if FAST.available else "NOT built (pure Python mapping)"
+
+
 def start_otelpg(args: argparse.Namespace, dsn: str, workdir: Path):
     from tests.otelpg_process import OtelpgProcess
 
@@ -227,6 +233,8 @@ def start_otelpg(args: argparse.Namespace, dsn: str, workdir: Path):
         "batch": {"max_rows": args.batch_max_rows, "max_delay": args.batch_max_delay},
         "queue": {"max_rows": args.queue_max_rows, "max_bytes": args.queue_max_bytes},
     }
+    if args.no_rollups:
+        config["rollups"] = {"enabled": False}
     cfg_path = workdir / "otelpg-bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
@@ -817,6 +825,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     b.add_argument("--db-pool-size", type=int, default=DatabaseConfig.pool_max_size, help="database.pool_max_size")
     b.add_argument("--queue-max-rows", type=int, default=QueueConfig.max_rows)
     b.add_argument("--queue-max-bytes", type=int, default=QueueConfig.max_bytes)
+    b.add_argument("--no-rollups", action="store_true",
+                   help="rollups.enabled: false (what keeping performance_metrics_1m/_1h in step costs)")
     r = p.add_argument_group("references")
     r.add_argument("--copy-rows", type=int, default=200_000, help="rows for the raw COPY reference [200000]")
     r.add_argument("--copy-connections", default="1,2", help="raw COPY connection counts to measure [1,2]")
@@ -912,7 +922,8 @@ def main(argv: list[str] | None = None) -> int:
         out.line(
             f"otelpg pid {otelpg.proc.pid}: batch.max_rows={args.batch_max_rows} "
             f"batch.max_delay={args.batch_max_delay} "
-            f"database.pool_max_size={args.db_pool_size} queue.max_rows={args.queue_max_rows}"
+            f"database.pool_max_size={args.db_pool_size} queue.max_rows={args.queue_max_rows} "
+            f"rollups.enabled={not args.no_rollups} C attribute converter: {_c_converter()}"
         )
         for s in signals:
             tp = templates[s][0]
