@@ -148,7 +148,7 @@ class App:
             linger=cfg.batch.linger,
             queue_max_rows=cfg.queue.max_rows,
             queue_max_bytes=cfg.queue.max_bytes,
-            writers=max(1, min(4, cfg.database.pool_max_size - 1)),
+            writers=max(1, min(cfg.batch.writers, cfg.database.pool_max_size - 1)),
         )
         self.batcher.start()
         batcher = self.batcher

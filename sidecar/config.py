@@ -94,6 +94,10 @@ class BatchConfig:
     linger: float = setting(
         0.01, "Wait this long for more rows before a free writer flushes; batches grow only while every writer is busy."
     )
+    writers: int = setting(
+        2, "Batches written at once (each on its own connection, so at most database.pool_max_size - 1). More "
+           "overlap COPYs, but concurrent batches of the same series wait on each other's rollup rows."
+    )
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,8 @@ def _validate(values: dict[str, Any]) -> None:
         if s.type in (int, float) and v is not None and v < 0:
             raise ConfigError(s.key, f"must not be negative, got {v}")
     for key in ("limits.max_attributes", "limits.max_attribute_value_length", "spool.max_bytes",
-                "batch.max_rows", "queue.max_rows", "queue.max_bytes", "database.pool_max_size",
+                "batch.max_rows", "batch.writers", "queue.max_rows", "queue.max_bytes", "queue.max_inflight_bytes",
+                "database.pool_max_size",
                 "http.max_request_body_size", "grpc.max_recv_msg_size"):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")

@@ -130,6 +130,19 @@ async def settings(dsn: str) -> dict[str, str]:
         await conn.close()
 
 
+async def checkpoint(dsn: str) -> bool:
+    """CHECKPOINT, so a phase doesn't pay for the WAL an earlier one wrote (pgbench does the same).
+    False if not allowed (PostgreSQL 15+: superuser or pg_checkpoint)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+        return True
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    finally:
+        await conn.close()
+
+
 async def table_rows(schema_dsn: str, table: str) -> int:
     conn = await asyncpg.connect(schema_dsn)
     try:
