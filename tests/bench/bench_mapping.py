@@ -1,4 +1,5 @@
-"""Micro-benchmark of the OTLP → row mapping (no database): prints rows/s.
+"""Micro-benchmark of the OTLP → row mapping (no database): prints rows/s, for spans with the C
+attribute converter (given the request bytes, as the receivers do) and with the pure-Python path.
 
 /work/venv/bin/python tests/bench/bench_mapping.py [--spans N] [--points N] [--repeat N]
 """
@@ -22,6 +23,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
 
 from exporters.postgres.mapping import map_metrics, map_traces
+from exporters.postgres.mapping.common import FAST
 
 NOW = 1_700_000_000_000_000_000
 
@@ -118,16 +120,17 @@ def metrics_request(n: int) -> ExportMetricsServiceRequest:
     )])  # fmt: skip
 
 
-def bench(label: str, fn, request, repeat: int, unit: str, items: int) -> None:
-    """Map a freshly decoded copy of `request` `repeat` times (decoding not timed)."""
+def bench(label: str, fn, request, repeat: int, unit: str, items: int, **kw) -> float:
+    """Map a freshly decoded copy of `request` `repeat` times (decoding not timed); return the best time."""
     raw = request.SerializeToString()
     decode = type(request).FromString
-    fn(decode(raw), NOW)  # warm-up (resource memo, caches)
+    kw = {k: raw for k in kw}  # raw=...: hand the mapper the request bytes, as the receivers do
+    fn(decode(raw), NOW, **kw)  # warm-up (resource memo, caches)
     times = []
     for _ in range(repeat):
         req = decode(raw)
         t0 = time.perf_counter()
-        mapped = fn(req, NOW)
+        mapped = fn(req, NOW, **kw)
         times.append(time.perf_counter() - t0)
     best, median = min(times), statistics.median(times)
     rows = sum(len(r) for r in mapped.rows.values())
@@ -135,6 +138,7 @@ def bench(label: str, fn, request, repeat: int, unit: str, items: int) -> None:
         f"{label:12s} {items / best:>9,.0f} {unit}/s best, {items / median:>9,.0f} median  "
         f"({items} {unit} -> {rows} rows, {best / rows * 1e6:.2f} us/row best of {repeat})"
     )
+    return best
 
 
 def main() -> None:
@@ -143,7 +147,16 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    bench("map_traces", map_traces, traces_request(args.spans), args.repeat, "spans", args.spans)
+    spans = traces_request(args.spans)
+    if FAST.available:
+        fast = bench("map_traces", map_traces, spans, args.repeat, "spans", args.spans, raw=True)
+        FAST.enabled = False
+        slow = bench("  (Python)", map_traces, spans, args.repeat, "spans", args.spans)
+        FAST.enabled = True
+        print(f"{'':12s} C attribute converter: {slow / fast:.2f}x the pure-Python path")
+    else:
+        bench("map_traces", map_traces, spans, args.repeat, "spans", args.spans)
+        print("(the C attribute converter is not built: pure-Python path only)")
     bench("map_metrics", map_metrics, metrics_request(args.points), args.repeat, "points", args.points)
 
 
