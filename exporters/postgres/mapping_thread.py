@@ -21,8 +21,6 @@ from functools import partial
 from exporters.postgres.ids import request_ids
 from exporters.postgres.mapping import Mapped, map_logs, map_metrics, map_traces
 
-_MAP = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}
-
 
 class MappingThread:
     def __init__(self) -> None:
@@ -32,10 +30,11 @@ class MappingThread:
         """Map one request (rows get ids reproducible from `received_ns` and `seed`); `raw`: its
         protobuf bytes if known, for the C attribute converter (traces and logs)."""
         new_id = request_ids(received_ns, seed)
-        if signal == "metrics":
+        if signal == "metrics":  # points have no converter: their attributes are few
             job = partial(map_metrics, request, received_ns, new_id=new_id)
         else:
-            job = partial(_MAP[signal], request, received_ns, new_id=new_id, raw=raw)
+            mapper = map_traces if signal == "traces" else map_logs
+            job = partial(mapper, request, received_ns, new_id=new_id, raw=raw)
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     def close(self) -> None:

@@ -40,38 +40,38 @@ typedef struct {
     int bail;
 } Ctx;
 
+/* 0 ok, -1 truncated or longer than 64 bits. */
+static int read_varint(Buf *b, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        if (b->p >= b->end)
+            return -1;
+        uint8_t c = *b->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* 1: a field, 0: end of buffer, -1: malformed. */
 static int next_field(Buf *b, Field *f) {
     if (b->p >= b->end)
         return 0;
-    uint64_t tag = 0;
-    int shift = 0;
-    for (;;) {
-        if (b->p >= b->end || shift > 63)
-            return -1;
-        uint8_t c = *b->p++;
-        tag |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80))
-            break;
-        shift += 7;
-    }
+    uint64_t tag;
+    if (read_varint(b, &tag) < 0)
+        return -1;
     f->field = (uint32_t)(tag >> 3);
     f->wt = (int)(tag & 7);
     f->v = 0;
     switch (f->wt) {
     case 0:
     case 2: {
-        uint64_t v = 0;
-        shift = 0;
-        for (;;) {
-            if (b->p >= b->end || shift > 63)
-                return -1;
-            uint8_t c = *b->p++;
-            v |= (uint64_t)(c & 0x7f) << shift;
-            if (!(c & 0x80))
-                break;
-            shift += 7;
-        }
+        uint64_t v;
+        if (read_varint(b, &v) < 0)
+            return -1;
         if (f->wt == 0) {
             f->v = v;
         } else {
