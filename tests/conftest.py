@@ -86,6 +86,16 @@ async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def module_db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the module's schema, for one test."""
+    conn = await asyncpg.connect(module_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
 def otelpg(db_dsn: str, tmp_path: Path) -> Iterator[OtelpgProcess]:
     """`otelpg run` against the test schema, every port 0; stopped with SIGTERM after the test."""
     proc = OtelpgProcess(tmp_path, {"OTELPG_DATABASE_URL": db_dsn})

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
-import asyncpg
 import grpc
 import pytest
 
@@ -40,16 +39,8 @@ def server(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert proc.stop() == 0, proc.log
 
 
-@pytest.fixture
-async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(module_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def test_http_request_beyond_the_bound_is_503_at_once(server, db):
+async def test_http_request_beyond_the_bound_is_503_at_once(server, module_db):
+    db = module_db
     url = server.url("http", "/v1/logs")
     held, refused = h.uid(), h.uid()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -73,7 +64,8 @@ async def test_http_request_beyond_the_bound_is_503_at_once(server, db):
         await h.assert_still_serves(session, server, db)
 
 
-async def test_grpc_request_beyond_the_bound_is_unavailable_with_retry_info(server, db):
+async def test_grpc_request_beyond_the_bound_is_unavailable_with_retry_info(server, module_db):
+    db = module_db
     held, refused = g.uid(), g.uid()
     first = asyncio.create_task(g.export(server.grpc_target, "logs", g.build("logs", held, 1)))
     await asyncio.sleep(0.2)

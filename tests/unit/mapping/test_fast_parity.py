@@ -52,6 +52,15 @@ def both(mapper, request, raw: bytes | None = None):
     return out
 
 
+def assert_same(mapper, request, lims: tuple[int, int]) -> None:
+    """Same rows and, unless an item was rejected, the same cut counts under limits `lims`."""
+    with limits(*lims):
+        (fast, fast_counts), (slow, slow_counts) = both(mapper, request)
+    assert fast == slow
+    if not slow[3]:  # no rejected item: the C path counts cuts in rejected items' attributes too
+        assert fast_counts == slow_counts
+
+
 small_limits = st.sampled_from([(1024, 65536), (2, 3), (0, 0), (1, 100)])
 valid_ids = st.builds(Span, trace_id=st.just(b"\x01" * 16), span_id=st.just(b"\x02" * 8), attributes=attrs,
                       events=st.lists(st.builds(Span.Event, name=st.text(max_size=5), attributes=attrs), max_size=3))
@@ -64,11 +73,7 @@ def test_traces_c_path_equals_python_path(structure, lims):
     request = ExportTraceServiceRequest(resource_spans=[
         ResourceSpans(resource=r, scope_spans=[ScopeSpans(spans=s) for s in scopes]) for r, scopes in structure
     ])  # fmt: skip
-    with limits(*lims):
-        (fast, fast_counts), (slow, slow_counts) = both(map_traces, request)
-    assert fast == slow
-    if not slow[3]:  # no rejected span: the C path counts cuts in rejected spans' attributes too
-        assert fast_counts == slow_counts
+    assert_same(map_traces, request, lims)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -77,11 +82,7 @@ def test_logs_c_path_equals_python_path(structure, lims):
     request = ExportLogsServiceRequest(resource_logs=[
         ResourceLogs(resource=r, scope_logs=[ScopeLogs(log_records=s) for s in scopes]) for r, scopes in structure
     ])  # fmt: skip
-    with limits(*lims):
-        (fast, fast_counts), (slow, slow_counts) = both(map_logs, request)
-    assert fast == slow
-    if not slow[3]:
-        assert fast_counts == slow_counts
+    assert_same(map_logs, request, lims)
 
 
 def test_receiver_bytes_are_used_as_given():
