@@ -13,6 +13,7 @@ setup(
             ["exporters/postgres/mapping/_fast.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension("sidecar._otlpwire", ["sidecar/_otlpwire.c"], extra_compile_args=["-O2"], optional=True),
     ]
 )
