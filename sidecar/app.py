@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporters.postgres.batcher import Batcher
+from exporters.postgres.dead_letter import DeadLetter
 from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.lifecycle import Lifecycle
@@ -32,14 +33,20 @@ from exporters.postgres.writer import Writer
 from exporters.prometheus.aggregator import PrometheusAggregator
 from exporters.prometheus.collector import register
 from exporters.prometheus.config import AggregatorConfig
-from sidecar import __version__
+from sidecar import __version__, otlpwire
 from sidecar.admin import make_admin_app
 from sidecar.config import Config, parse_endpoint, redact_dsn
-from sidecar.database import create_pool
+from sidecar.database import (
+    DatabaseUnreachableError,
+    create_idle_pool,
+    create_pool,
+    known_database,
+    remember_database,
+)
 from sidecar.database_metrics import DatabaseUtilization
 from sidecar.embedded import EmbeddedPostgres
-from sidecar.health import HealthState
-from sidecar.migrate import migrate
+from sidecar.health import HealthState, recent
+from sidecar.migrate import migrate, schema_digest
 from sidecar.receivers.admission import Admission
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
@@ -48,6 +55,7 @@ from sidecar.telemetry import Telemetry
 log = logging.getLogger("otelpg")
 
 HEALTH_CHECK_INTERVAL = 2.0
+REPLAY_STUCK_AFTER = 30.0  # seconds of failing spool replay (database up) before /health says so
 # /metrics renders in a worker thread that holds the GIL for seconds on a large exposition; a 1 ms
 # switch interval (default 5) hands it back to the event loop sooner: with 50k series scraped back to
 # back, ingest p99 rose 1.1-1.3x instead of 1.8x in alternating runs (tests/bench/bench_scrape_latency.py).
@@ -75,10 +83,16 @@ async def open_database(config: Config) -> tuple[asyncpg.Pool, EmbeddedPostgres 
 
 
 async def prepare_schema(pool: asyncpg.Pool, config: Config) -> list[str]:
-    """Apply pending migrations and create the partitions around today."""
+    """Apply pending migrations and create the partitions around today; remember, in the data dir,
+    that this database is migrated (what allows a later start while it is away)."""
     async with pool.acquire() as conn:
         applied = await migrate(conn)
         await ensure_partitions(conn, config.partitions.days_behind, config.partitions.days_ahead)
+    if config.database.url is not None:
+        try:
+            await asyncio.to_thread(remember_database, config.data_dir, config.database.url, schema_digest())
+        except OSError as e:  # e.g. a read-only data dir for `otelpg migrate`: only a later outage start is lost
+            log.warning("can't record the migrated database in %s: %s", config.data_dir, e)
     return [f"{m.version:04d}_{m.name}" for m in applied]
 
 
@@ -102,6 +116,9 @@ class App:
         if not FAST.available:
             log.warning("the C attribute converter is not built (no C compiler at install?): "
                         "mapping spans and logs in pure Python, about a third slower")
+        if otlpwire.IMPLEMENTATION != "c":
+            log.warning("the C wire splitter is not built (no C compiler at install?): requests are checked and "
+                        "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)")
         self.telemetry.bind_truncations(Limits.truncated)
         self.aggregator = PrometheusAggregator(AggregatorConfig(
             expiry_seconds=config.prometheus.series_expiry,
@@ -112,6 +129,11 @@ class App:
         self.database_stats = DatabaseUtilization(config.prometheus.database_stats_interval, self.registry)
         self.health = HealthState(embedded_database=config.database.url is None,
                                   high_water_mark=config.queue.high_water_mark)
+        self.admission = Admission(config.queue.max_inflight_bytes)
+        self.telemetry.bind_inflight(lambda: self.admission.bytes, config.queue.max_inflight_bytes)
+        self.dead_letter = DeadLetter(Path(config.data_dir) / "dead-letter", max_bytes=config.dead_letter.max_bytes)
+        self.telemetry.bind_dead_letter(lambda: self.dead_letter.entries, lambda: self.dead_letter.bytes)
+        self._schema_pending = False  # started while the database was away: migrate when it is back
         self.pool: asyncpg.Pool | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.batcher: Batcher | None = None
@@ -130,16 +152,25 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         await asyncio.to_thread(Path(cfg.data_dir).mkdir, parents=True, exist_ok=True)
-        self.pool, self.embedded = await open_database(cfg)
-        applied = await prepare_schema(self.pool, cfg)
-        log.info("schema ready%s", f" (applied {', '.join(applied)})" if applied else "")
-        self.health.migrated = True
-        self.health.database_ok = True
-        self.telemetry.database_up.set(1)
+        try:
+            self.pool, self.embedded = await open_database(cfg)
+        except DatabaseUnreachableError as e:
+            self.pool = await self._start_without_database(e)
+        else:
+            await self._prepare_schema()
         pool = self.pool
         self.telemetry.bind_pool(pool.get_size, lambda: pool.get_size() - pool.get_idle_size(), pool.get_max_size())
 
         lifecycle = self.lifecycle = Lifecycle(self.pool, cfg)  # rollups, user_analytics, agent_states, partitions
+        self.telemetry.bind_counter("otelpg_derived_failed_rows", "Rows whose derived rows (rollups, user_analytics, "
+                                    "lookups) PostgreSQL refused; the rows themselves are stored.",
+                                    lambda: dict(lifecycle.derived_failures), "kind")
+        agents = lifecycle.agents
+        if agents is not None:
+            self.telemetry.bind_counter(
+                "otelpg_agent_states_dropped", "Service instances not tracked (over agent_states.max_instances) and "
+                "agent_states rows PostgreSQL refused.",
+                lambda: {"overflow": agents.overflow, "refused": agents.failed_rows}, "reason")
         writer = self.writer = Writer(self.pool, self.telemetry, on_unavailable=self._database_lost,
                                       hooks=lifecycle.hooks)
         self.batcher = Batcher(
@@ -159,22 +190,24 @@ class App:
         if cfg.spool.enabled:
             spool = self.spool = await asyncio.to_thread(Spool, Path(cfg.data_dir) / "spool",
                                                          max_bytes=cfg.spool.max_bytes)
+            self.telemetry.bind_counter("otelpg_spool_write_failures", "Spool writes or fsyncs that failed (disk "
+                                        "full...): their requests got 503.", lambda: spool.write_failures)
             self.telemetry.spool_bytes.set_function(lambda: spool.bytes)
             self.telemetry.spool_capacity.set(cfg.spool.max_bytes)
-            self.health.extra = lambda: {"spool_bytes": spool.bytes}
             self.replayer = Replayer(spool, writer, self.mapping, self.telemetry,
                                      database_ok=lambda: self.health.database_ok,
                                      on_replayed=lambda info: self._emit("spool_replayed", **info),
-                                     batch_rows=cfg.batch.max_rows)
+                                     dead_letter=self.dead_letter, batch_rows=cfg.batch.max_rows)
             self._tasks.append(asyncio.create_task(self.replayer.run(), name="otelpg-replayer"))
             if not spool.empty:
                 log.info("spool holds %d bytes from an earlier run: replaying", spool.bytes)
+        self._watch_health()
         observe = {"traces": self.aggregator.observe_traces, "metrics": self.aggregator.observe_metrics,
                    "logs": self.aggregator.observe_logs}
+        after_commit = [lambda signal, message: observe[signal](message), lifecycle.after_commit]
         exporter = PostgresExporter(
-            self.batcher, self.mapping, lambda: self.health.database_ok,
-            lifecycle.observing(lambda signal, request: observe[signal](request)),
-            spool=self.spool, telemetry=self.telemetry,
+            self.batcher, self.mapping, lambda: self.health.database_ok, after_commit,
+            spool=self.spool, dead_letter=self.dead_letter, telemetry=self.telemetry,
             on_spooled=self.replayer.wake if self.replayer else lambda: None,
         )
         self._tasks.append(asyncio.create_task(self.events.run(), name="otelpg-events"))
@@ -185,27 +218,56 @@ class App:
         self._tasks.append(asyncio.create_task(self.database_stats.run(self.pool), name="otelpg-database-stats"))
 
         self._tasks.append(asyncio.create_task(self._monitor_database(), name="otelpg-db-monitor"))
-        await lifecycle.start()
+        await lifecycle.start(database=not self._schema_pending)
         self._emit("started", version=__version__, embedded_database=self.embedded is not None)
         tls = _tls_context(cfg)
         await self._serve("admin", make_admin_app(self.registry, self.health), cfg.admin.endpoint, None)
-        admission = Admission(cfg.queue.max_inflight_bytes)
-        self.telemetry.bind_inflight(lambda: admission.bytes, cfg.queue.max_inflight_bytes)
+        admission = self.admission
         if cfg.http.enabled:
             http = HttpReceiver(exporter, self.telemetry, max_body=cfg.http.max_request_body_size,
                                 read_timeout=cfg.http.read_timeout, admission=admission,
-                                bearer_token=cfg.auth.bearer_token)
+                                bearer_token=cfg.auth.bearer_token, max_list=cfg.limits.max_attributes)
             # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
             # keepalive_timeout also closes connections whose request never completes (slow loris).
             await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False,
                               keepalive_timeout=cfg.http.idle_timeout)
         if cfg.grpc.enabled:
             self._grpc = GrpcReceiver(exporter, self.telemetry, max_message_size=cfg.grpc.max_recv_msg_size,
-                                      admission=admission,
-                                      bearer_token=cfg.auth.bearer_token, tls=cfg.tls)
+                                      read_timeout=cfg.grpc.read_timeout, admission=admission,
+                                      bearer_token=cfg.auth.bearer_token, tls=cfg.tls,
+                                      max_list=cfg.limits.max_attributes)
             host, port = parse_endpoint(cfg.grpc.endpoint, "grpc.endpoint")
             bound = await self._grpc.start(host, port)
             self._announce("grpc", host, bound)
+
+    def _watch_health(self) -> None:
+        """What /health shows besides the database: each component's figures and problems."""
+        spool, replayer, lifecycle, dead_letter = self.spool, self.replayer, self.lifecycle, self.dead_letter
+
+        def figures() -> dict[str, Any]:
+            out: dict[str, Any] = {"dead_letter": dead_letter.status()}
+            if spool is not None:
+                out["spool_bytes"] = spool.bytes
+            return out
+
+        def problems() -> list[str]:
+            found = []
+            letters = dead_letter.status()
+            if letters["bytes"]:
+                found.append(f"data PostgreSQL refused is kept as dead letters in {letters['path']}")
+            if spool is not None and spool.last_write_error and recent(spool.last_write_error[0]):
+                found.append(f"spool writes failing: {spool.last_write_error[1]}")
+            if replayer is not None and replayer.failing_since is not None and self.health.database_ok \
+                    and time.monotonic() - replayer.failing_since > REPLAY_STUCK_AFTER:
+                found.append(f"spool replay failing: {replayer.last_error}")
+            if lifecycle is not None and recent(lifecycle.last_derived_failure):
+                found.append("derived rows (rollups, user_analytics, lookups) not written for some requests lately")
+            return found
+
+        self.health.extra = figures
+        self.health.checks.append(problems)
+        self.health.spooling = lambda: spool is not None and spool.fill() < 1.0 and not (
+            spool.last_write_error and recent(spool.last_write_error[0], 10))
 
     async def _serve(self, name: str, app: web.Application, endpoint: str, tls: ssl.SSLContext | None,
                      **server_options: Any) -> None:
@@ -217,6 +279,31 @@ class App:
         self._runners.append(runner)
         bound = runner.addresses[0][1] if runner.addresses else port
         self._announce(name, host, bound)
+
+    async def _prepare_schema(self) -> None:
+        assert self.pool is not None
+        applied = await prepare_schema(self.pool, self.config)
+        log.info("schema ready%s", f" (applied {', '.join(applied)})" if applied else "")
+        self._schema_pending = False
+        self.health.migrated = True
+        self.health.database_ok = True
+        self.telemetry.database_up.set(1)
+
+    async def _start_without_database(self, error: DatabaseUnreachableError) -> asyncpg.Pool:
+        """A restart during an outage of the database this otelpg version already migrated: serve,
+        with the spool taking the data, and migrate-check when it is back. Anything else (a first
+        start, another database, no spool) still fails fast."""
+        cfg = self.config
+        assert cfg.database.url is not None
+        known = await asyncio.to_thread(known_database, cfg.data_dir, cfg.database.url, schema_digest())
+        if not (known and cfg.spool.enabled):
+            raise error
+        log.warning("%s; it is the database this otelpg last migrated, so otelpg starts anyway: the spool "
+                    "keeps what it receives until PostgreSQL is back", error)
+        self._schema_pending = True
+        self.health.database_error = type(error).__name__
+        self.telemetry.database_up.set(0)
+        return await create_idle_pool(cfg.database.url, cfg.database)
 
     def _announce(self, name: str, host: str, port: int) -> None:
         self.addresses[name] = (host, port)
@@ -244,6 +331,10 @@ class App:
                 # Under load every connection may be busy writing: a recent commit is proof enough.
                 if time.monotonic() - self.writer.last_success > HEALTH_CHECK_INTERVAL:
                     await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_INTERVAL)
+                if self._schema_pending:
+                    await self._prepare_schema()
+                    if self.lifecycle is not None:
+                        await self.lifecycle.start_with_database()
             except Exception as e:
                 self._database_lost(e)
             else:

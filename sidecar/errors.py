@@ -32,11 +32,21 @@ class ShuttingDownError(RetryableError):
 
 
 class PermanentError(OtelpgError):
-    """The data itself is bad: retrying the same request can't succeed."""
+    """The data itself is bad: retrying the same request can't succeed. The message is for the
+    client; `detail`, when set, is the underlying error for otelpg's own log."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class DecodeError(PermanentError):
     """The request body can't be decoded (400 / INVALID_ARGUMENT)."""
+
+
+class IncompleteRequestError(DecodeError):
+    """The client closed the connection before its request body was complete: nothing to answer,
+    nothing to log but a counter."""
 
 
 class PayloadTooLargeError(PermanentError):

@@ -1,4 +1,14 @@
-"""What /health and /api/health/ready report, kept current by the app's database monitor."""
+"""What /health and /api/health/ready report, kept current by the app's database monitor.
+
+/health answers 200 while PostgreSQL answers, 503 while it doesn't. Its `status` says more:
+- `ok`: nothing needs attention (`ok: true`);
+- `degraded`: otelpg keeps every acknowledged item, but something needs attention — PostgreSQL
+  is unreachable and the spool takes the data, data was refused for good and kept as dead
+  letters, derived rows or spool writes failed lately, spool replay keeps failing (`problems`
+  lists them);
+- `unhealthy`: PostgreSQL is unreachable and otelpg can't keep what it receives (no spool, or
+  the spool is full or failing): clients get 503 / UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar import __version__
+
+Check = Callable[[], list[str]]  # the problems a component sees now ([] when none)
 
 
 @dataclass
@@ -21,10 +33,26 @@ class HealthState:
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     extra: Callable[[], dict[str, Any]] = dict  # components add their figures (spool bytes...)
+    checks: list[Check] = field(default_factory=list)  # components' problems: degraded while any
+    spooling: Callable[[], bool] = lambda: False  # the spool takes data while the database is away
+
+    def problems(self) -> list[str]:
+        found = [] if self.database_ok else ["PostgreSQL unavailable" + (": spooling" if self.spooling() else "")]
+        for check in self.checks:
+            found.extend(check())
+        return found
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        problems = self.problems()
+        if not problems:
+            status = "ok"
+        elif self.database_ok or self.spooling():
+            status = "degraded"
+        else:
+            status = "unhealthy"
         body: dict[str, Any] = {
-            "ok": self.database_ok,
+            "ok": not problems,
+            "status": status,
             "database": "healthy" if self.database_ok else "unhealthy",
             "embedded_database": self.embedded_database,
             "migrations": "applied" if self.migrated else "pending",
@@ -34,6 +62,8 @@ class HealthState:
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             **self.extra(),
         }
+        if problems:
+            body["problems"] = problems
         if self.database_error and not self.database_ok:
             body["database_error"] = self.database_error
         return (200 if self.database_ok else 503), body
@@ -51,3 +81,8 @@ class HealthState:
         if reasons:
             return 503, {"ready": False, "reasons": reasons}
         return 200, {"ready": True}
+
+
+def recent(since: float | None, window: float = 300.0) -> bool:
+    """Whether a time.monotonic() stamp is within the last `window` seconds."""
+    return since is not None and time.monotonic() - since < window

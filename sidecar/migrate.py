@@ -53,6 +53,12 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+def schema_digest(migrations: list[Migration] | None = None) -> str:
+    """One hash of every migration this otelpg ships: the schema it migrates a database to."""
+    migrations = discover() if migrations is None else migrations
+    return hashlib.sha256("".join(f"{m.version}:{m.checksum}\n" for m in migrations).encode()).hexdigest()[:32]
+
+
 async def _applied(conn: asyncpg.Connection) -> dict[int, str]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:

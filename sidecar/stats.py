@@ -1,5 +1,6 @@
 """`otelpg stats`: per table rows, bytes, partitions, oldest and newest timestamp, rows inserted and
-the share of the database it takes; then the totals.
+the share of the database it takes; then the totals; then what this sidecar keeps in its data dir
+(spool segments waiting for replay, dead letters).
 
 Sizes, partition counts and insert counters come from the catalog and the cumulative statistics
 (cheap at any size). Rows are counted exactly below 64 MiB, else estimated. The oldest and newest
@@ -10,6 +11,7 @@ and its default partition only, not from the whole table.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -151,6 +153,38 @@ async def catalog_stats(conn: asyncpg.Connection) -> tuple[list[dict[str, Any]],
     rows = await conn.fetch(_SQL, list(TABLES))
     size = await conn.fetchval("SELECT pg_database_size(current_database())")
     return [dict(r) for r in rows], size
+
+
+def local_stats(data_dir: str | Path) -> list[dict[str, Any]]:
+    """The data dir's own state, as rows like the tables': spool segments waiting for replay, and
+    dead letters (data PostgreSQL refused for good) with the latest reason."""
+    from exporters.postgres.dead_letter import FILE_NAME, read_letters
+
+    spool = Path(data_dir) / "spool"
+    segments = sorted(spool.glob("segment-*.spool")) if spool.is_dir() else []
+    path = Path(data_dir) / "dead-letter" / FILE_NAME
+    letters = read_letters(path)
+    return [
+        {"table": "spool", "local": True, "rows": len(segments), "bytes": sum(p.stat().st_size for p in segments),
+         "path": str(spool), "exists": True},
+        {"table": "dead_letter", "local": True, "rows": len(letters), "bytes": path.stat().st_size if letters else 0,
+         "items": sum(x.get("items", 0) for x in letters), "path": str(path),
+         "latest": {k: letters[-1].get(k) for k in ("time", "signal", "source", "reason", "services")}
+         if letters else None, "exists": True},
+    ]  # fmt: skip
+
+
+def format_local(rows: list[dict[str, Any]]) -> str:
+    spool, letters = rows
+    lines = [f"spool: {spool['rows']} segment(s), {_size(spool['bytes'])} waiting for replay ({spool['path']})"]
+    if letters["rows"]:
+        latest = letters["latest"]
+        lines.append(f"dead letters: {letters['rows']} ({letters['items']} items, {_size(letters['bytes'])}) in "
+                     f"{letters['path']}; latest {_when(latest['time'])} {latest['signal']} of "
+                     f"{', '.join(latest['services'] or ['?'])}: {latest['reason']}")
+    else:
+        lines.append("dead letters: none")
+    return "\n".join(lines)
 
 
 def _size(n: int | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -105,9 +106,20 @@ class Telemetry:
     def bind_truncations(self, counts: dict[str, int]) -> None:
         """Export the mapping's truncation counts (a dict it increments) as a counter family."""
         self.registry.register(_DictCounter(
-            "otelpg_mapping_truncated", "Attributes dropped and values truncated at the configured limits.",
-            "what", counts,
+            "otelpg_mapping_truncated", "Attributes dropped, values truncated, and indexed names and keys cut, at "
+            "the configured limits.", "what", lambda: counts,
         ))
+
+    def bind_counter(self, name: str, documentation: str, read: Callable[[], dict[str, int]] | Callable[[], int],
+                     label: str | None = None) -> None:
+        """A counter read at scrape time from a component's running total (`read()` an int), or a
+        family of them by `label` (`read()` a dict)."""
+        self.registry.register(_DictCounter(name, documentation, label, read))
+
+    def bind_dead_letter(self, entries: Callable[[], float], size: Callable[[], float]) -> None:
+        Gauge("otelpg_dead_letter_entries", "Requests (or parts) PostgreSQL refused for good, kept in the "
+              "dead-letter file.", registry=self.registry).set_function(entries)
+        Gauge("otelpg_dead_letter_bytes", "Size of the dead-letter file.", registry=self.registry).set_function(size)
 
     def bind_queue(self, size: Callable[[], float], capacity: float) -> None:
         self.queue_size.set_function(size)
@@ -126,13 +138,16 @@ class Telemetry:
 class _DictCounter:
     """A counter family read from a dict of running totals at scrape time."""
 
-    def __init__(self, name: str, documentation: str, label: str, counts: dict[str, int]) -> None:
+    def __init__(self, name: str, documentation: str, label: str | None, read: Callable[[], Any]) -> None:
         self._args = (name, documentation)
         self._label = label
-        self._counts = counts
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
+        if self._label is None:
+            yield CounterMetricFamily(*self._args, value=self._read())
+            return
         family = CounterMetricFamily(*self._args, labels=[self._label])
-        for key, value in list(self._counts.items()):
+        for key, value in list(self._read().items()):
             family.add_metric([key], value)
         yield family

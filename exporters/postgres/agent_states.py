@@ -11,11 +11,18 @@ client retries is never counted twice. An instance is `service.name/service.inst
   prepended in SQL to the stored `error_log` and cut to the newest `error_log_size`, so the log
   survives restarts and several sidecars writing the same instance.
 The same flush marks `stale` every row (from any sidecar) silent for longer than `stale_after`.
+
+No client can keep other instances' rows out: service name and instance id are cut to what
+PostgreSQL can index (`key_text`), and when PostgreSQL refuses the one-statement upsert for good,
+the rows are upserted one by one, each in a savepoint, and only a row refused alone is dropped
+(logged, counted in `failed_rows`). At most `max_instances` instances are tracked: a new one
+beyond that is not (counted in `overflow`) until idle ones are forgotten.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,17 +31,23 @@ from typing import Any
 import asyncpg
 import orjson
 
-from exporters.postgres.mapping.common import any_value, json_dumps, resource_row
+from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, any_value, json_dumps, key_text, resource_row
 from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import AGENT_STATES
+from exporters.postgres.writer import classify
+from sidecar.errors import RetryableError
 
 __all__ = ["AgentTracker", "agent_identity"]
+
+log = logging.getLogger("otelpg.agent_states")
 
 _SLOT = 10.0  # seconds per throughput slot
 _MESSAGE_MAX = 512
 _STATUS_ERROR = 2
 _ERROR_SEVERITY = 17  # severity_number 17-24: error, fatal
 _MEMO_MAX = 4096
+_KEY_IN_LOG = 100  # characters of an agent_key a warning shows
+_REASON_IN_LOG = 300
 _KINDS = ("spans", "log_records", "metric_points", "errors", "requests")
 _SPANS, _LOGS, _POINTS, _ERRORS, _REQUESTS = range(5)
 
@@ -75,7 +88,9 @@ def _attr(resource: Any, key: str) -> str | None:
 def agent_identity(resource: Any, schema_url: str = "") -> tuple[str, str, str | None, int]:
     """(agent_key, service_name, instance_id, resource_id) of an OTLP Resource."""
     rid, service, _, _ = resource_row(resource, schema_url)
+    service = key_text(service)  # indexed (agent_key): a 10 KB id must not make the row unstorable
     instance = _attr(resource, "service.instance.id") or _attr(resource, "host.name")
+    instance = key_text(instance) if instance else None
     key = f"{service}/{instance}" if instance else service
     return key, service, instance, rid
 
@@ -102,33 +117,58 @@ def _short(s: str) -> str:
     return s if len(s) <= _MESSAGE_MAX else s[:_MESSAGE_MAX] + "…"
 
 
+def _key_for_log(key: str) -> str:
+    return key if len(key) <= _KEY_IN_LOG else key[:_KEY_IN_LOG] + "…"
+
+
 class AgentTracker:
-    def __init__(self, *, window: float = 60.0, error_log_size: int = 20, clock: Any = time.time) -> None:
+    def __init__(
+        self, *, window: float = 60.0, error_log_size: int = 20, max_instances: int = 10_000, clock: Any = time.time
+    ) -> None:
         self.window = window
         self.error_log_size = error_log_size
+        self.max_instances = max_instances
         self._clock = clock
         self._agents: dict[str, _Agent] = {}
         self._identity: dict[tuple[bytes, str], tuple[str, str, str | None, int]] = {}
+        # hash() of the keys refused since the last flush: each counted once per flush interval.
+        # Capped like the instances (ints, not keys: a refused key may be 2 KB).
+        self._refused: set[int] = set()
+        self.overflow = 0  # new instances not tracked because max_instances were
+        self.failed_rows = 0  # rows PostgreSQL refused even alone: dropped
 
     def __len__(self) -> int:
         return len(self._agents)
 
     # ------------------------------------------------------------------ observing (sync, cheap)
 
-    def _agent(self, resource: Any, schema_url: str, now: float) -> _Agent:
+    def _agent(self, resource: Any, schema_url: str, now: float) -> _Agent | None:
+        """The resource's instance, None when it is new and max_instances are tracked already."""
         memo_key = (resource.SerializeToString(), schema_url)
         ident = self._identity.get(memo_key)
         if ident is None:
-            if len(self._identity) >= _MEMO_MAX:
-                self._identity.clear()
-            ident = self._identity[memo_key] = agent_identity(resource, schema_url)
+            ident = agent_identity(resource, schema_url)
+            if len(memo_key[0]) <= MEMO_KEY_MAX_BYTES:  # bounded in bytes too: huge resources aren't kept
+                if len(self._identity) >= _MEMO_MAX:
+                    self._identity.clear()
+                self._identity[memo_key] = ident
         key, service, instance, rid = ident
         agent = self._agents.get(key)
         if agent is None:
+            if len(self._agents) >= self.max_instances:
+                self._refuse(key)
+                return None
             agent = self._agents[key] = _Agent(service, instance, rid)
         agent.last_active = now
         agent.dirty = True
         return agent
+
+    def _refuse(self, key: str) -> None:
+        h = hash(key)
+        if h not in self._refused:
+            self.overflow += 1
+            if len(self._refused) < self.max_instances:
+                self._refused.add(h)
 
     def _count(self, agent: _Agent, now: float, what: int, n: int, errors: int) -> None:
         start = now - now % _SLOT
@@ -154,6 +194,8 @@ class AgentTracker:
         if signal == "traces":
             for rs in request.resource_spans:
                 agent = self._agent(rs.resource, rs.schema_url, now)
+                if agent is None:
+                    continue
                 n = errors = 0
                 for ss in rs.scope_spans:
                     spans = ss.spans
@@ -172,6 +214,8 @@ class AgentTracker:
         elif signal == "logs":
             for rl in request.resource_logs:
                 agent = self._agent(rl.resource, rl.schema_url, now)
+                if agent is None:
+                    continue
                 n = errors = 0
                 for sl in rl.scope_logs:
                     records = sl.log_records
@@ -195,6 +239,8 @@ class AgentTracker:
         elif signal == "metrics":
             for rm in request.resource_metrics:
                 agent = self._agent(rm.resource, rm.schema_url, now)
+                if agent is None:
+                    continue
                 n = 0
                 for sm in rm.scope_metrics:
                     for metric in sm.metrics:
@@ -224,6 +270,7 @@ class AgentTracker:
         """Rows for the instances heard from since the last flush, sorted by key (lock order);
         marks them flushed (call `restore` with them if the write fails)."""
         now = self._clock() if now is None else now
+        self._refused.clear()
         rows = []
         for key in sorted(k for k, a in self._agents.items() if a.dirty):
             agent = self._agents[key]
@@ -254,15 +301,44 @@ class AgentTracker:
 
     async def flush(self, conn: asyncpg.Connection, stale_after: float, now: float | None = None) -> tuple[int, int]:
         """Upsert the instances heard from since the last flush and mark silent ones stale;
-        return (rows upserted, rows marked stale)."""
+        return (rows upserted, rows marked stale). On a transient failure the rows not yet
+        written are kept for the next flush."""
         now = self._clock() if now is None else now
         rows = self.pending(now)
+        done = written = 0  # rows[:done] are written or dropped: never restored
         try:
             if rows:
-                await conn.execute(_UPSERT, *map(list, zip(*rows, strict=True)), self.error_log_size)
+                try:
+                    await self._upsert(conn, rows)
+                    done = written = len(rows)
+                except Exception as e:
+                    if isinstance(classify(e), RetryableError):
+                        raise
+                    # Refused for good: find the row(s) PostgreSQL refuses, write every other one.
+                    for row in rows:
+                        written += await self._upsert_alone(conn, row)
+                        done += 1
             status = await conn.execute(_MARK_STALE, dt.datetime.fromtimestamp(now - stale_after, dt.UTC))
         except BaseException:
-            self.restore(rows)
+            self.restore(rows[done:])
             raise
         self.forget_idle(now - max(stale_after, self.window) - _SLOT)
-        return len(rows), int(status.split()[-1])
+        return written, int(status.split()[-1])
+
+    async def _upsert(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        async with conn.transaction():  # a savepoint if the caller has a transaction: it stays usable
+            await conn.execute(_UPSERT, *map(list, zip(*rows, strict=True)), self.error_log_size)
+
+    async def _upsert_alone(self, conn: asyncpg.Connection, row: tuple) -> int:
+        """Upsert one row; 1 if written, 0 if PostgreSQL refuses it for good (dropped, logged)."""
+        try:
+            await self._upsert(conn, [row])
+        except Exception as e:
+            if isinstance(classify(e), RetryableError):
+                raise
+            self.failed_rows += 1
+            # PostgreSQL's primary message only: its DETAIL repeats the whole row, over lines.
+            reason = str(getattr(e, "message", None) or e).partition("\n")[0][:_REASON_IN_LOG]
+            log.warning("agent_states row %s dropped: %s: %s", _key_for_log(row[0]), type(e).__name__, reason)
+            return 0
+        return 1

@@ -8,6 +8,11 @@ is busy, with no fixed wait on an idle pipeline. Every
 request waits on its own future, resolved only after the transaction holding its rows has
 committed (ack after commit). The queue is bounded in rows and bytes: beyond it `submit`
 raises BackpressureError at once.
+
+When PostgreSQL refuses a batch for good, the refusal is narrowed down (isolation.py): the
+batch's requests are bisected, and a request refused alone is bisected by rows, so every other
+request commits whole and a request loses only the rows PostgreSQL can't store, which `submit`
+returns.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from exporters.postgres.isolation import isolate, refused_rows
 from sidecar.errors import (
     BackpressureError,
     DatabaseUnavailableError,
@@ -28,16 +34,22 @@ from sidecar.errors import (
 
 log = logging.getLogger("otelpg.batcher")
 
+Tables = dict[str, list[tuple]]  # table name -> row tuples (schema.py column order)
+RefusedRow = tuple[str, tuple, PermanentError]  # table, row, why PostgreSQL refused it
+# Transactions spent narrowing one request's refusal down to its rows: enough for a few bad rows
+# among thousands (~2·log2(n) each); past it the rows not yet narrowed down are refused with them.
+MAX_ROW_WRITES = 64
+
 
 @dataclass(slots=True)
 class Request:
     """One client request's rows, waiting for its commit."""
 
-    rows: dict[str, list[tuple]]
+    rows: Tables
     resources: dict[int, tuple]
     nrows: int
     nbytes: int
-    future: asyncio.Future[None]
+    future: asyncio.Future[list[RefusedRow]]  # the rows PostgreSQL refused ([] when all are stored)
 
 
 @dataclass(slots=True)
@@ -51,19 +63,25 @@ class Batch:
         self.nrows += req.nrows
         self.nbytes += req.nbytes
 
-    def tables(self) -> dict[str, list[tuple]]:
-        merged: dict[str, list[tuple]] = {}
-        for req in self.requests:
-            for table, rows in req.rows.items():
-                if rows:
-                    merged.setdefault(table, []).extend(rows)
-        return merged
+    def groups(self) -> list[Tables]:
+        """Each request's rows."""
+        return [req.rows for req in self.requests]
 
     def resources(self) -> dict[int, tuple]:
         merged: dict[int, tuple] = {}
         for req in self.requests:
             merged.update(req.resources)
         return merged
+
+
+def merge_tables(groups: list[Tables]) -> Tables:
+    """The rows of several requests, table by table, in order."""
+    merged: Tables = {}
+    for group in groups:
+        for table, rows in group.items():
+            if rows:
+                merged.setdefault(table, []).extend(rows)
+    return merged
 
 
 WriteFn = Callable[[Batch], Awaitable[None]]
@@ -112,16 +130,19 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="otelpg-batcher")
 
-    async def submit(self, rows: dict[str, list[tuple]], resources: dict[int, tuple], nrows: int,
-                     nbytes: int) -> None:
-        """Queue a request's rows and return once they are committed; raise if they can't be."""
+    async def submit(self, rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int,
+                     *, continuation: bool = False) -> list[RefusedRow]:
+        """Queue a request's rows and return once they are committed: [], or the rows PostgreSQL
+        refused for good (all the others are committed). Raises if they can't be written now.
+        `continuation`: the next chunk of a request already being written, let past a full queue
+        (its memory is already admitted), so a request is never refused halfway."""
         if self._closed:
             raise ShuttingDownError("otelpg is shutting down", retry_after=5)
-        if self._queued_rows and (
+        if not continuation and self._queued_rows and (
             self._queued_rows + nrows > self.queue_max_rows or self._queued_bytes + nbytes > self.queue_max_bytes
         ):
             raise BackpressureError("otelpg's write queue is full, retry later", retry_after=1)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[RefusedRow]] = asyncio.get_running_loop().create_future()
         self._open.add(Request(rows, resources, nrows, nbytes, fut))
         self._queued_rows += nrows
         self._queued_bytes += nbytes
@@ -129,7 +150,7 @@ class Batcher:
         if self._open.nrows >= self.max_rows:
             self._full.set()
         # shield: a client that disconnects must not cancel the future other code resolves.
-        await asyncio.shield(fut)
+        return await asyncio.shield(fut)
 
     async def _run(self) -> None:
         while True:
@@ -155,18 +176,45 @@ class Batcher:
     async def _flush(self, batch: Batch) -> None:
         try:
             error = await self._attempt(batch)
-            if isinstance(error, PermanentError) and len(batch.requests) > 1:
-                # One request's bad data must not fail the others merged with it: write each alone.
-                for req in batch.requests:
-                    single = Batch()
-                    single.add(req)
-                    self._resolve(single, await self._attempt(single))
-                return
-            self._resolve(batch, error)
+            if isinstance(error, PermanentError):
+                await self._isolate(batch.requests, error)
+            else:
+                self._resolve(batch.requests, error)
         finally:
             self._writers.release()
             self._queued_rows -= batch.nrows
             self._queued_bytes -= batch.nbytes
+
+    async def _isolate(self, requests: list[Request], error: PermanentError) -> None:
+        """One request's bad data must not fail the others merged with it: bisect the requests,
+        then the rows of each request refused alone."""
+        if len(requests) > 1:
+            found = await isolate(requests, self._attempt_requests, error, on_written=self._resolve)
+            self._resolve(found.unwritten, found.error)
+            refused = found.failed
+        else:
+            refused = [(requests[0], error)]
+        for req, req_error in refused:
+            await self._salvage(req, req_error)
+
+    async def _salvage(self, req: Request, error: PermanentError) -> None:
+        async def write(part: Tables) -> OtelpgError | None:
+            nrows = sum(len(rows) for rows in part.values())
+            return await self._attempt(_single(Request(part, req.resources, nrows, 0, req.future)))
+
+        found = await refused_rows(req.rows, write, error, max_writes=MAX_ROW_WRITES)
+        if req.future.done():
+            return
+        if found.error is not None:  # rows not tried yet: the request isn't stored whole, it is retried
+            self._resolve([req], found.error)
+        else:
+            req.future.set_result([(table, row, e) for (table, row), e in found.failed])
+
+    async def _attempt_requests(self, requests: list[Request]) -> OtelpgError | None:
+        batch = Batch()
+        for req in requests:
+            batch.add(req)
+        return await self._attempt(batch)
 
     async def _attempt(self, batch: Batch) -> OtelpgError | None:
         try:
@@ -181,12 +229,12 @@ class Batcher:
         return None
 
     @staticmethod
-    def _resolve(batch: Batch, error: OtelpgError | None) -> None:
-        for req in batch.requests:
+    def _resolve(requests: list[Request], error: OtelpgError | None = None) -> None:
+        for req in requests:
             if req.future.done():  # cancelled: the client went away
                 continue
             if error is None:
-                req.future.set_result(None)
+                req.future.set_result([])
             else:
                 req.future.set_exception(error)
                 req.future.exception()  # retrieved: a client that left must not log "never retrieved"
@@ -210,5 +258,11 @@ class Batcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._resolve(self._open, DatabaseUnavailableError("not written before shutdown", retry_after=1))
+        self._resolve(self._open.requests, DatabaseUnavailableError("not written before shutdown", retry_after=1))
         return False
+
+
+def _single(req: Request) -> Batch:
+    batch = Batch()
+    batch.add(req)
+    return batch

@@ -3,17 +3,20 @@
 - `batch_hook` runs inside every batch transaction after its COPYs (Writer hooks): performance
   rollups, user_analytics rows from spans and logs, and the lookup tables of metric names and
   event types. What it writes commits or rolls back with the rows it comes from.
-- `after_commit` feeds the agent_states tracker once a request is durable.
+- `after_commit` feeds the agent_states tracker once a request is durable (one of the exporter's
+  after-commit observers).
 - `start()` writes the effective configuration to system_config (a `config_updated` event when it
   differs from what was stored) and starts two background loops: partition maintenance every
   `partitions.maintenance_interval` seconds (skipped when another sidecar is running it), and the
   agent_states flush every `agent_states.flush_interval` seconds.
 - `stop()` ends the loops and flushes agent_states one last time (call it after the queue drained).
 
-The hook's work runs in a savepoint: if PostgreSQL refuses it for good (a bug, data it can't take),
-the derived rows are skipped and logged, and the raw rows still commit — they are the record, the
-rest is derived from them. Retryable errors (deadlock, lost connection) fail the whole batch, which
-the writer retries, so rollups stay exact.
+Each kind of derived rows (rollups, user_analytics, lookups) is written in a savepoint of its own:
+if PostgreSQL refuses it for good (a bug, data it can't take), it is done again request by request,
+so only the request that caused it loses those derived rows (counted, logged at WARNING with its
+services), and the raw rows still commit — they are the record, the rest is derived from them.
+Retryable errors (deadlock, lost connection) fail the whole batch, which the writer retries, so
+rollups stay exact.
 
 Spool replay and writer retries write rows that may already be in the table (a segment replayed
 twice after a crash between commit and delete, a COMMIT whose answer was lost); the writer skips
@@ -29,7 +32,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import asyncpg
 import orjson
 
 from exporters.postgres.agent_states import AgentTracker
+from exporters.postgres.batcher import Tables
 from exporters.postgres.events import event_row
 from exporters.postgres.maintenance import MaintenanceReport, maintain
 from exporters.postgres.mapping.user_analytics import hash_user_id, user_analytics_rows
@@ -53,9 +57,9 @@ from exporters.postgres.schema import (
     USER_ANALYTICS,
     USER_ANALYTICS_COLUMNS,
 )
-from exporters.postgres.writer import classify
+from exporters.postgres.writer import BatchHook, classify
 from sidecar.config import SETTINGS, Config, effective_config
-from sidecar.errors import RetryableError
+from sidecar.errors import PermanentError, RetryableError
 
 log = logging.getLogger("otelpg.lifecycle")
 
@@ -127,14 +131,43 @@ def user_hash_key(config: Config) -> bytes:
 
 
 async def _inserted_here(conn: asyncpg.Connection, table: str, rows: list[tuple], service_col: int,
-                         ts_col: int) -> list[tuple]:
+                         ts_col: int) -> set[Any]:
+    """The ids of those rows that this transaction inserted."""
     if not rows:
-        return rows
-    ids = {r["id"] for r in await conn.fetch(
+        return set()
+    return {r["id"] for r in await conn.fetch(
         _INSERTED_HERE.format(table=table),
         [r[service_col] for r in rows], [r[ts_col] for r in rows], [r[0] for r in rows],
     )}
-    return [r for r in rows if r[0] in ids]
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _flat(groups: list[list[tuple]]) -> list[tuple]:
+    return groups[0] if len(groups) == 1 else [r for rows in groups for r in rows]
+
+
+async def _in_savepoint(conn: asyncpg.Connection, step: Callable[[list[tuple], list[tuple]], Awaitable[None]],
+                        events: list[tuple], points: list[tuple]) -> BaseException | None:
+    """Run one derivation step in a savepoint: None, or the permanent error that rolled it back.
+    Retryable errors (deadlock, lost connection) fail the whole batch, which the writer retries,
+    so derived rows stay exact."""
+    try:
+        async with conn.transaction():
+            await step(events, points)
+    except Exception as e:
+        error = classify(e)
+        if isinstance(error, RetryableError):
+            raise
+        return error if isinstance(e, asyncpg.PostgresError) else e
+    return None
+
+
+def _shown(name: Any, limit: int = 80) -> str:
+    s = str(name)
+    return s if len(s) <= limit else s[:limit] + "…"
 
 
 class Lifecycle:
@@ -147,48 +180,68 @@ class Lifecycle:
         self.user_analytics = ua.enabled
         self._hash_id = hash_user_id(user_hash_key(config)) if ua.enabled and ua.hash_user_ids else None
         a = config.agent_states
-        self.agents = AgentTracker(window=a.window, error_log_size=a.error_log_size, clock=clock) if a.enabled else None
+        self.agents = (
+            AgentTracker(window=a.window, error_log_size=a.error_log_size, max_instances=a.max_instances, clock=clock)
+            if a.enabled else None
+        )
         self._lookups: dict[tuple, float] = {}
-        self._last_hook_error = -1e18
+        self.derived_failures: dict[str, int] = {}  # rows whose derived rows were not written, by kind
+        self.last_derived_failure: float | None = None  # time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self.last_maintenance: MaintenanceReport | None = None
 
     @property
-    def hooks(self) -> list[Callable[[asyncpg.Connection, dict[str, list[tuple]]], Any]]:
+    def hooks(self) -> list[BatchHook]:
         return [self.batch_hook]
 
     # ------------------------------------------------------------------ in the batch transaction
 
-    async def batch_hook(self, conn: asyncpg.Connection, tables: dict[str, list[tuple]],
-                         idempotent: bool = False) -> None:
-        events = tables.get(SYSTEM_EVENTS) or []
-        points = tables.get(PERFORMANCE_METRICS) or []
-        if not events and not points:
+    async def batch_hook(self, conn: asyncpg.Connection, groups: list[Tables], idempotent: bool = False) -> None:
+        """Rollups, user_analytics and lookups for a batch's rows, each in a savepoint of its own.
+        If PostgreSQL refuses one for good, it is done again request by request, so a request
+        whose derived rows can't be stored costs no other request its own."""
+        events = [g.get(SYSTEM_EVENTS) or [] for g in groups]
+        points = [g.get(PERFORMANCE_METRICS) or [] for g in groups]
+        if not any(events) and not any(points):
             return
-        try:
-            async with conn.transaction():  # a savepoint
-                await self._derive(conn, events, points, idempotent)
-        except Exception as e:
-            if isinstance(classify(e), RetryableError):
-                raise  # the writer retries the batch, the hook with it
-            now = time.monotonic()
-            if now - self._last_hook_error > 60:
-                self._last_hook_error = now
-                log.error("rollups / user_analytics / lookups not written for a batch (its rows are): %s: %s",
-                          type(e).__name__, e, exc_info=not isinstance(e, asyncpg.PostgresError))
+        if idempotent:  # only what this transaction inserted: rows already there were derived before
+            new_events = await _inserted_here(conn, SYSTEM_EVENTS, [r for rows in events for r in rows], 7, 5)
+            new_points = await _inserted_here(conn, PERFORMANCE_METRICS, [r for rows in points for r in rows], 6, 5)
+            events = [[r for r in rows if r[0] in new_events] for rows in events]
+            points = [[r for r in rows if r[0] in new_points] for rows in points]
+        steps: list[tuple[str, Callable[[list[tuple], list[tuple]], Awaitable[None]]]] = []
+        if self.rollups is not None:
+            rollups = self.rollups
+            steps.append(("rollups", lambda ev, pts: rollups.write(conn, pts) if pts else _nothing()))
+        if self.user_analytics:
+            steps.append(("user_analytics", lambda ev, pts: self._write_user_analytics(conn, ev)))
+        steps.append(("lookups", lambda ev, pts: self._update_lookups(conn, ev, pts)))
+        for kind, step in steps:
+            error = await _in_savepoint(conn, step, _flat(events), _flat(points))
+            if error is None:
+                continue
+            if len(groups) == 1:
+                self._derived_failed(kind, events[0], points[0], error)
+                continue
+            for ev, pts in zip(events, points, strict=True):
+                if ev or pts:
+                    error = await _in_savepoint(conn, step, ev, pts)
+                    if error is not None:
+                        self._derived_failed(kind, ev, pts, error)
 
-    async def _derive(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple],
-                      idempotent: bool) -> None:
-        if idempotent:
-            events = await _inserted_here(conn, SYSTEM_EVENTS, events, 7, 5)
-            points = await _inserted_here(conn, PERFORMANCE_METRICS, points, 6, 5)
-        if points and self.rollups is not None:
-            await self.rollups.write(conn, points)
-        if events and self.user_analytics:
-            rows = user_analytics_rows(events, self._hash_id)
-            if rows:
-                await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
-        await self._update_lookups(conn, events, points)
+    async def _write_user_analytics(self, conn: asyncpg.Connection, events: list[tuple]) -> None:
+        rows = user_analytics_rows(events, self._hash_id) if events else []
+        if rows:
+            await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
+
+    def _derived_failed(self, kind: str, events: list[tuple], points: list[tuple], error: BaseException) -> None:
+        services = sorted({r[7] for r in events} | {r[6] for r in points})
+        self.derived_failures[kind] = self.derived_failures.get(kind, 0) + len(events) + len(points)
+        self.last_derived_failure = time.monotonic()
+        detail = error.detail if isinstance(error, PermanentError) else f"{type(error).__name__}: {error}"
+        log.warning("%s not written for %d rows of service(s) %s (the rows themselves are stored): %s", kind,
+                    len(events) + len(points), ", ".join(_shown(s) for s in services[:5]), detail,
+                    exc_info=not isinstance(error, (asyncpg.PostgresError, PermanentError)))
 
     async def _update_lookups(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple]) -> None:
         """Upsert the (metric, service) and (event type, service) pairs not refreshed lately by this
@@ -218,30 +271,22 @@ class Lifecycle:
         if self.agents is not None:
             self.agents.observe(signal, request)
 
-    def observing(self, after_commit: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
-        """`after_commit`, then this component's own (for PostgresExporter's after_commit)."""
-        if self.agents is None:
-            return after_commit
-
-        def both(signal: str, request: Any) -> None:
-            after_commit(signal, request)
-            try:  # the request is committed: nothing here may fail it (the client would resend it)
-                self.after_commit(signal, request)
-            except Exception:
-                log.exception("agent_states: request not accounted")
-
-        return both
-
     # ------------------------------------------------------------------ background
 
-    async def start(self) -> None:
+    async def start(self, *, database: bool = True) -> None:
+        """`database=False`: started while PostgreSQL is away (call start_with_database when it's back)."""
+        if database:
+            await self.start_with_database()
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="otelpg-maintenance"))
+        if self.agents is not None:
+            self._tasks.append(asyncio.create_task(self._agents_loop(), name="otelpg-agent-states"))
+
+    async def start_with_database(self) -> None:
+        """What start needs PostgreSQL for (again after a start during an outage)."""
         try:
             await self.write_config()
         except Exception as e:  # bookkeeping: not a reason to refuse telemetry
             log.warning("effective configuration not written to system_config: %s: %s", type(e).__name__, e)
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="otelpg-maintenance"))
-        if self.agents is not None:
-            self._tasks.append(asyncio.create_task(self._agents_loop(), name="otelpg-agent-states"))
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
         for task in self._tasks:
@@ -280,12 +325,19 @@ class Lifecycle:
 
     async def _agents_loop(self) -> None:
         interval = max(0.1, self._config.agent_states.flush_interval)
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.flush_agents()
-            except Exception as e:
-                log.info("agent_states not flushed: %s: %s", type(e).__name__, e)
+            except Exception as e:  # kept in memory and flushed next time
+                log.log(logging.INFO if failing else logging.WARNING, "agent_states not flushed: %s: %s",
+                        type(e).__name__, e)
+                failing = True
+            else:
+                if failing:
+                    log.info("agent_states flushed again")
+                failing = False
 
     # ------------------------------------------------------------------ system_config
 

@@ -1,4 +1,4 @@
-"""Mapping off the event loop: one dedicated thread runs map_traces / map_metrics / map_logs.
+"""Decoding and mapping off the event loop: one dedicated thread, one chunk of a request at a time.
 
 Under the GIL this adds no parallel CPU, but it stops mapping from monopolising the event loop:
 mapping a 500-span request takes 10-15 ms of pure Python, and run on the loop it held back every
@@ -8,6 +8,11 @@ mapping and writing alternated instead of overlapping. In a thread, the interpre
 GIL to the loop at every switch interval, so COPY chunks, body reads and acks keep flowing while
 requests are mapped (measured: +20% spans/s, docs/performance.md).
 
+A job is one chunk (sidecar.otlpwire: at most a few thousand protobuf messages), never a whole
+request: protobuf's decoder holds the GIL for a whole call, so a large request decoded at once
+would stall the loop; and jobs of concurrent requests interleave in the thread's queue, so one
+client's large request doesn't hold back everyone else's small ones.
+
 One thread, not a pool: mapping is CPU-bound Python, so more threads would only contend for the
 GIL, and a single thread keeps the mapping module's counters and memo single-writer.
 """
@@ -15,27 +20,45 @@ GIL, and a single thread keeps the mapping module's counters and memo single-wri
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from typing import Any
 
-from exporters.postgres.ids import request_ids
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
 from exporters.postgres.mapping import Mapped, map_logs, map_metrics, map_traces
+from exporters.postgres.mapping.common import Limits
+from sidecar.errors import DecodeError
+from sidecar.receivers.signals import LOGS, METRICS, TRACES, Signal
+
+_MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
+
+
+def map_chunk(signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any],
+              truncated: int = 0) -> Mapped:
+    """Decode one chunk and map it to rows (the decoded message is kept in `Mapped.decoded`).
+    `truncated`: list elements the splitter already cut, counted here with the mapping's own cuts
+    (one thread updates the counters)."""
+    if truncated:
+        Limits.truncated["attributes"] += truncated
+    try:
+        message = signal.decode(chunk)
+    except (ProtobufDecodeError, RecursionError) as e:
+        raise DecodeError(f"invalid protobuf {signal.request_type.DESCRIPTOR.name}: {e}") from None
+    mapped = _MAPPERS[signal](message, received_ns, new_id=new_id, raw=chunk)
+    mapped.decoded = message
+    return mapped
 
 
 class MappingThread:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
-    async def map(self, signal: str, request: object, received_ns: int, seed: int, raw: bytes | None = None) -> Mapped:
-        """Map one request (rows get ids reproducible from `received_ns` and `seed`); `raw`: its
-        protobuf bytes if known, for the C attribute converter (traces and logs)."""
-        new_id = request_ids(received_ns, seed)
-        if signal == "metrics":  # points have no converter: their attributes are few
-            job = partial(map_metrics, request, received_ns, new_id=new_id)
-        else:
-            mapper = map_traces if signal == "traces" else map_logs
-            job = partial(mapper, request, received_ns, new_id=new_id, raw=raw)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+    async def map(self, signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any],
+                  truncated: int = 0) -> Mapped:
+        """Map one chunk in the thread; `new_id` continues the request's id sequence."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from uuid_utils import uuid7
 
-from exporters.postgres.mapping.common import json_dumps, text
+from exporters.postgres.mapping.common import json_dumps, key_text
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
 from exporters.prometheus.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
 from sidecar.errors import OtelpgError, PermanentError
@@ -62,7 +62,7 @@ def span_metric_rows(
         if key.is_overflow:
             service, tags = OVERFLOW_SERVICE, OVERFLOW_TAGS
         else:
-            service = text(key.service_name)
+            service = key_text(key.service_name)  # an indexed key
             tags = {"span.name": key.span_name, "span.kind": key.span_kind, "status.code": key.status_code}
         tags_json = json_dumps(tags)
         common = {"tags": tags_json, "timestamp": end, "start_timestamp": start, "service_name": service,

@@ -8,17 +8,27 @@ and made durable with one fsync (group fsync); each append returns only after th
 an acknowledged request survives SIGKILL and power loss. A torn record at the end of a segment
 (a crash mid-write, never acknowledged) is detected by its length or crc and ignored.
 
-Segments are replayed oldest first and deleted once their rows are committed.
+Segments are replayed oldest first and deleted once their rows are committed. Only regular,
+readable files named exactly `segment-<12 digits>.spool` are segments: anything else named like
+one is left alone (one warning each), never replayed, deleted or appended to.
+
+A write or fsync that fails (full disk, EFBIG, I/O error) refuses the requests with
+BackpressureError, is counted (`write_failures`, `last_write_error` for /health) and logged at
+most every 10 s while it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins  # `bytes` is also a property of Spool
 import logging
 import os
+import re
+import stat
 import struct
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +41,8 @@ _META = struct.Struct("<BQQ")  # signal, received_ns, id seed
 SIGNALS = ("traces", "metrics", "logs")
 _SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
 _PREFIX, _SUFFIX = "segment-", ".spool"
+_SEGMENT = re.compile(r"segment-([0-9]{12})\.spool")  # [0-9]: int() would read other scripts' digits too
+_WARN_EVERY = 10.0  # seconds between two warnings about failing writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +59,20 @@ def _segment_name(seq: int) -> str:
     return f"{_PREFIX}{seq:012d}{_SUFFIX}"
 
 
+def _unusable(path: Path) -> str | None:
+    """Why a file with a segment's name can't be a segment, or None."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return "not a regular file"
+        os.close(os.open(path, os.O_RDONLY))  # replay will have to read it
+    except OSError as e:
+        return f"can't be read: {e.strerror}"
+    return None
+
+
 def read_segment(path: Path) -> Iterator[Record]:
     """Every intact record of a segment, in order; stops at the first torn or corrupt one."""
-    seq = int(path.name[len(_PREFIX):-len(_SUFFIX)])
+    seq = int(path.name[len(_PREFIX) : -len(_SUFFIX)])
     data = path.read_bytes()
     pos = 0
     while pos + _HEADER.size <= len(data):
@@ -62,30 +85,63 @@ def read_segment(path: Path) -> Iterator[Record]:
         if code >= len(SIGNALS):
             log.warning("spool segment %s: unknown signal %d at offset %d", path.name, code, pos)
             return
-        yield Record(seq, pos, SIGNALS[code], received_ns, seed, data[start + _META.size:end])
+        yield Record(seq, pos, SIGNALS[code], received_ns, seed, data[start + _META.size : end])
         pos = end
 
 
 class Spool:
-    def __init__(self, directory: str | Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int = 64 * 1024 * 1024,
+        on_write_error: Callable[[Exception], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._sizes: dict[int, int] = {self._seq(p): p.stat().st_size for p in self._paths()}
-        self._active_seq = max(self._sizes, default=0) + 1  # never append to a segment a crash left
+        self._sizes, taken = self._scan()
+        # Never append to a segment a crash left, nor open a stray file's name.
+        self._active_seq = max(taken, default=0) + 1
         self._active: int | None = None  # fd of the active segment, opened lazily
         self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
         self._pending_bytes = 0
         self._flushing = False
         self._lock = asyncio.Lock()
+        self.write_failures = 0  # writes or fsyncs that failed, in total
+        self.last_write_error: tuple[float, str] | None = None  # (clock(), message) of the last one
+        self._on_write_error = on_write_error
+        self._clock = clock
+        self._warned_at: float | None = None
+        self._unlogged = 0  # failures since the last warning
+
+    def _scan(self) -> tuple[dict[int, int], set[int]]:
+        """The segments on disk and their sizes, and every sequence number a file's name takes."""
+        sizes: dict[int, int] = {}
+        taken: set[int] = set()
+        for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
+            match = _SEGMENT.fullmatch(path.name)
+            if match is not None:
+                taken.add(int(match[1]))
+            problem = "not a segment's name" if match is None else _unusable(path)
+            if problem is None:
+                assert match is not None
+                sizes[int(match[1])] = path.lstat().st_size
+            else:
+                log.warning("spool: ignoring %s: %s", path, problem)
+        return sizes, taken
 
     @staticmethod
     def _seq(path: Path) -> int:
-        return int(path.name[len(_PREFIX):-len(_SUFFIX)])
+        return int(path.name[len(_PREFIX) : -len(_SUFFIX)])
 
     def _paths(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}"))
+        """This spool's segments on disk, oldest first (never a stray file named like one)."""
+        paths = (self.directory / _segment_name(seq) for seq in sorted(self._sizes))
+        return [p for p in paths if p.exists()]
 
     @property
     def bytes(self) -> int:
@@ -98,13 +154,14 @@ class Spool:
     def fill(self) -> float:
         return self.bytes / self.max_bytes if self.max_bytes else 1.0
 
-    async def append(self, signal: str, received_ns: int, payload: bytes, seed: int = 0) -> None:
+    async def append(self, signal: str, received_ns: int, payload: builtins.bytes, seed: int = 0) -> None:
         """Return once the record is on disk and fsynced; BackpressureError when the spool is full."""
         body = _META.pack(_SIGNAL_CODE[signal], received_ns, seed) + payload
         record = _HEADER.pack(len(body), zlib.crc32(body)) + body
         if self.bytes + len(record) > self.max_bytes:
-            raise BackpressureError("otelpg's database is unavailable and its spool is full, retry later",
-                                    retry_after=5)
+            raise BackpressureError(
+                "otelpg's database is unavailable and its spool is full, retry later", retry_after=5
+            )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((record, fut))
         self._pending_bytes += len(record)
@@ -122,12 +179,14 @@ class Spool:
                 try:
                     async with self._lock:
                         await asyncio.to_thread(self._write_sync, data)
-                except OSError as e:
-                    error = BackpressureError(f"otelpg can't write its spool: {e.strerror}", retry_after=5)
+                except Exception as e:  # OSError (disk full...), or anything else: never leave appends waiting
+                    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+                    error = BackpressureError(f"otelpg can't write its spool: {reason}", retry_after=5)
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(error)
                             fut.exception()
+                    self._write_failed(e)
                 else:
                     for _, fut in batch:
                         if not fut.done():
@@ -137,7 +196,25 @@ class Spool:
         finally:
             self._flushing = False
 
-    def _write_sync(self, data: bytes) -> None:
+    def _write_failed(self, error: Exception) -> None:
+        """Count and show a failed write or fsync; warn at most every _WARN_EVERY s while it lasts."""
+        now = self._clock()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+        self.write_failures += 1
+        self.last_write_error = (now, f"{reason} ({self.directory})")
+        if self._warned_at is None or now - self._warned_at >= _WARN_EVERY:
+            more = f"; {self._unlogged} more failures suppressed since the last warning" if self._unlogged else ""
+            log.warning("spool %s: write failed, requests refused until it works: %s%s", self.directory, reason, more)
+            self._warned_at, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
+        if self._on_write_error is not None:
+            try:
+                self._on_write_error(error)
+            except Exception:  # a failing observer must not leave appends waiting
+                log.exception("spool: on_write_error callback failed")
+
+    def _write_sync(self, data: builtins.bytes) -> None:
         if self._active is None or self._sizes.get(self._active_seq, 0) >= self.segment_bytes:
             self._rotate_sync()
         fd = self._active
@@ -150,8 +227,16 @@ class Spool:
                 view = view[written:]
             os.fsync(fd)
         except OSError:
-            # Drop whatever part was written so the segment holds only acknowledged records.
-            os.ftruncate(fd, before)
+            # Drop whatever part was written so the segment holds only acknowledged records. If even
+            # that fails, leave the segment as it is (replay stops at its torn end) and append to a
+            # new one, so records acknowledged later are not hidden behind the torn bytes.
+            try:
+                os.ftruncate(fd, before)
+            except OSError:
+                self._sizes[self._active_seq] = os.fstat(fd).st_size
+                os.close(fd)
+                self._active = None
+                self._active_seq += 1
             raise
         self._sizes[self._active_seq] = before + len(data)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from exporters.postgres.batcher import Batch
+from exporters.postgres.batcher import Batch, Tables, merge_tables
 from exporters.postgres.schema import COPY_TABLES, OTEL_RESOURCES
 from sidecar.errors import DatabaseUnavailableError, OtelpgError, PermanentError, RetryableError
 from sidecar.telemetry import Telemetry
@@ -34,28 +34,47 @@ _UPSERT_RESOURCES = f"""
 # worth retrying, as is any client-side failure that isn't about the data: the Collector's rule,
 # where only errors known to be permanent are permanent.
 _PERMANENT_CLASSES = ("22", "23", "42", "54")
+_KNOWN_RESOURCES_MAX = 100_000
+_CLASS_NAMES = {"22": "a value it can't take", "23": "a constraint", "42": "otelpg's schema", "54": "a size limit"}
 
 
 def classify(error: BaseException) -> OtelpgError:
-    """Map a driver error to RetryableError or PermanentError."""
+    """Map a driver error to RetryableError or PermanentError. A PermanentError's message is for
+    clients (partial_success): the kind of refusal, never the table, index or row it was about;
+    `detail` keeps PostgreSQL's own message for the logs."""
     if isinstance(error, OtelpgError):
         return error
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", "") or ""
         if sqlstate[:2] in _PERMANENT_CLASSES:
-            return PermanentError(f"PostgreSQL rejected the data: {error}")
+            condition = _condition(error)
+            return _permanent(f"PostgreSQL refused it ({_CLASS_NAMES[sqlstate[:2]]}: {condition})", error)
         return DatabaseUnavailableError(f"PostgreSQL: {error}", retry_after=1)
     # asyncpg.DataError (an InterfaceError) and plain ValueError/TypeError/OverflowError come from
     # encoding a value the column type can't take: the data, not the database.
     if isinstance(error, (asyncpg.DataError, ValueError, TypeError, OverflowError)):
-        return PermanentError(f"value not storable: {type(error).__name__}: {error}")
+        return _permanent(f"a value can't be encoded for PostgreSQL ({type(error).__name__})", error)
     return DatabaseUnavailableError(f"PostgreSQL unavailable: {type(error).__name__}: {error}", retry_after=1)
 
 
+def _condition(error: BaseException) -> str:
+    """asyncpg's class name as PostgreSQL's condition name: CheckViolationError -> check_violation."""
+    name = type(error).__name__.removesuffix("Error")
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_") or "error"
+
+
+def _permanent(message: str, cause: BaseException) -> PermanentError:
+    # PostgreSQL's message only: asyncpg's str() adds DETAIL, which for a refused row is "Failing
+    # row contains (...)": a client's data, not something to write to logs.
+    text = cause.args[0] if isinstance(cause, asyncpg.PostgresError) and cause.args else str(cause)
+    return PermanentError(message, detail=f"{type(cause).__name__}: {text}")
+
+
 # Runs inside a batch's transaction after its COPYs (e.g. rollup upserts), so what it writes
-# commits or rolls back with the rows it derives from. The flag says the rows went through the
+# commits or rolls back with the rows it derives from. It gets the rows grouped by request, so a
+# failure can be kept to the request that caused it. The flag says the rows went through the
 # idempotent path: some may have been there already (replay, retry) and were skipped.
-BatchHook = Callable[[asyncpg.Connection, dict[str, list[tuple]], bool], Awaitable[None]]
+BatchHook = Callable[[asyncpg.Connection, list[Tables], bool], Awaitable[None]]
 
 
 class Writer:
@@ -76,12 +95,18 @@ class Writer:
         self.last_success = 0.0  # time.monotonic() of the last commit
 
     async def write(self, batch: Batch) -> None:
-        await self.write_rows(batch.tables(), batch.resources(), batch.nrows)
+        await self.write_groups(batch.groups(), batch.resources(), batch.nrows)
 
-    async def write_rows(self, tables: dict[str, list[tuple]], resources: dict[int, tuple], nrows: int,
+    async def write_rows(self, tables: Tables, resources: dict[int, tuple], nrows: int,
                          *, idempotent: bool = False) -> None:
-        """Commit the rows or raise RetryableError / PermanentError. `idempotent` (spool replay):
-        rows whose key already exists are skipped, so replaying a segment twice adds nothing."""
+        await self.write_groups([tables], resources, nrows, idempotent=idempotent)
+
+    async def write_groups(self, groups: list[Tables], resources: dict[int, tuple], nrows: int,
+                           *, idempotent: bool = False) -> None:
+        """Commit the rows (grouped by request) or raise RetryableError / PermanentError.
+        `idempotent` (spool replay): rows whose key already exists are skipped, so replaying a
+        segment twice adds nothing."""
+        tables = groups[0] if len(groups) == 1 else merge_tables(groups)
         # Sorted, so concurrent writers lock resource rows in the same order (no deadlock).
         new_resources = sorted(r for rid, r in resources.items() if rid not in self._known_resources)
         for attempt, delay in enumerate((*self._retry_delays, None)):
@@ -89,7 +114,7 @@ class Writer:
             try:
                 # A retry may follow a COMMIT whose answer was lost: the rows keep their ids, and the
                 # idempotent path skips those already there, so a retried batch adds no duplicates.
-                await self._transaction(tables, new_resources, idempotent or attempt > 0)
+                await self._transaction(tables, groups, new_resources, idempotent or attempt > 0)
             except Exception as e:
                 error = classify(e)
                 if isinstance(error, RetryableError) and delay is not None:
@@ -97,10 +122,12 @@ class Writer:
                     log.info("write failed (%s), retry %d in %.1fs", error, attempt + 1, delay)
                     await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: don't retry in lockstep
                     continue
-                kind = "retryable" if isinstance(error, RetryableError) else "permanent"
-                for table, rows in tables.items():
-                    self._telemetry.send_failed_rows.labels(table, kind).inc(len(rows))
-                log.warning("batch of %d rows not written (%s): %s", nrows, kind, error)
+                if isinstance(error, PermanentError):  # narrowed down, counted and reported by the caller
+                    log.debug("batch of %d rows refused: %s", nrows, error.detail)
+                else:
+                    for table, rows in tables.items():
+                        self._telemetry.send_failed_rows.labels(table, "retryable").inc(len(rows))
+                    log.warning("batch of %d rows not written (retryable): %s", nrows, error)
                 if isinstance(error, RetryableError) and self._on_unavailable is not None:
                     self._on_unavailable(error)
                 raise error from None
@@ -110,9 +137,12 @@ class Writer:
         self._telemetry.batch_rows.observe(nrows)
         for table, rows in tables.items():
             self._telemetry.sent_rows.labels(table).inc(len(rows))
+        if len(self._known_resources) > _KNOWN_RESOURCES_MAX:  # bounded: forgetting costs one idempotent upsert
+            self._known_resources.clear()
         self._known_resources.update(r[0] for r in new_resources)
 
-    async def _transaction(self, tables: dict[str, list[tuple]], resources: list[tuple], idempotent: bool) -> None:
+    async def _transaction(self, tables: Tables, groups: list[Tables], resources: list[tuple],
+                           idempotent: bool) -> None:
         async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
             if resources:
                 await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
@@ -126,7 +156,7 @@ class Writer:
                         table, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout
                     )
             for hook in self._hooks:
-                await hook(conn, tables, idempotent)
+                await hook(conn, groups, idempotent)
 
     async def _copy_skipping_existing(self, conn: asyncpg.Connection, table: str, rows: list[tuple]) -> None:
         # COPY has no ON CONFLICT: stage in a temporary table, then insert what isn't there yet.
@@ -139,3 +169,4 @@ class Writer:
         await conn.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
         )
+

@@ -1,27 +1,37 @@
 """OTLP/HTTP receiver (aiohttp): POST /v1/{traces,metrics,logs}, protobuf or JSON, any of the
 OTLP compressions. One handler driven by the signal table; errors translated by `status.py`.
+
+Every step that holds memory is reserved first (admission.py): the body's declared length before
+it is read (or each chunk of a chunked body as it arrives), its inflated form while it inflates,
+its decoding (intake.py). Authentication and those checks come before the body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.consumer import Consumer
-from sidecar.errors import DecodeError, PayloadTooLargeError, UnauthenticatedError, UnsupportedMediaTypeError
-from sidecar.receivers.admission import Admission
+from sidecar.consumer import Consumer, ConsumeResult
+from sidecar.errors import DecodeError, IncompleteRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from sidecar.receivers.admission import UNLIMITED, Admission, Reservation
+from sidecar.receivers.auth import BearerAuth
 from sidecar.receivers.compression import decompress
-from sidecar.receivers.encoding import PROTOBUF, decode_request, encode_message, media_type, status_body
+from sidecar.receivers.encoding import PROTOBUF, encode_message, media_type, status_body
+from sidecar.receivers.intake import export_request
 from sidecar.receivers.signals import SIGNALS, Signal
 from sidecar.receivers.status import status_for
 from sidecar.telemetry import Telemetry
 
 TRANSPORT = "http"
-# Bodies above this are decompressed in a worker thread (zlib and zstd release the GIL).
-_THREAD_DECOMPRESS_BYTES = 256 * 1024
+# Compressed bodies are inflated in a worker thread (zlib and zstd release the GIL), except those
+# so small that even a bomb can't hold the loop: gzip and deflate inflate at most ~1032:1 (1 KiB
+# to 1 MiB, about 1 ms); zstd has no such bound. (69 KB of gzip inflating to 20 MiB took 30-50 ms
+# of the loop each, and 13 clients sending them made /health answer in 0.4-1 s.)
+_LOOP_INFLATE_MAX_BYTES = 1024
+_READ_CHUNK = 256 * 1024
 
 
 class HttpReceiver:
@@ -32,15 +42,17 @@ class HttpReceiver:
         *,
         max_body: int,
         read_timeout: float,
-        admission: Admission | None = None,
+        admission: Admission = UNLIMITED,
         bearer_token: str | None = None,
+        max_list: int | None = None,
     ) -> None:
         self._consumer = consumer
-        self._admission = admission or Admission(1 << 62)
+        self._admission = admission
+        self._max_list = max_list  # longest list kept (the mapping's limits.max_attributes)
         self._telemetry = telemetry
         self._max_body = max_body
         self._read_timeout = read_timeout
-        self._auth = f"Bearer {bearer_token}".encode() if bearer_token else None
+        self._auth = BearerAuth(bearer_token) if bearer_token else None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
@@ -50,7 +62,7 @@ class HttpReceiver:
         app.router.add_route("*", "/{tail:.*}", _not_found)
         return app
 
-    def _handler(self, signal: Signal):
+    def _handler(self, signal: Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             return await self._handle(signal, request)
 
@@ -60,17 +72,22 @@ class HttpReceiver:
         media = _error_media(request)
         items = 0
         try:
-            self._authenticate(request)
+            if self._auth is not None:
+                self._auth.check(request.headers.getall("Authorization", []))
             media = media_type(request.headers.get("Content-Type"))
-            self._admission.check()
-            body = await self._read_body(request)
-            with self._admission.hold(len(body)):
-                message = decode_request(signal, body, media)
-                items = signal.count(message)
-                if items == 0:
-                    return _reply(encode_message(signal.response(), media), media)
-                result = await getattr(self._consumer, signal.consume)(
-                    message, len(body), body if media == PROTOBUF else None)
+            length = request.content_length
+            if length is not None and length > self._max_body:
+                raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {self._max_body}")
+            with self._admission.reserve(length or 0) as reservation:
+                body = await self._read_body(request, reservation)
+                export = await export_request(signal, body, media, reservation, max_body=self._max_body,
+                                               max_list=self._max_list)
+                del body
+                items = export.items
+                if not export.chunks:  # nothing to store: empty, or every item refused by the limits
+                    result = ConsumeResult(export.rejected, export.reason)
+                else:
+                    result = await self._consumer.consume(export)
         except Exception as e:
             status = status_for(e)
             self._telemetry.refused_requests.labels(TRANSPORT, status.reason).inc()
@@ -81,44 +98,51 @@ class HttpReceiver:
                 headers["Retry-After"] = str(max(0, math.ceil(status.retry_after)))
             body = status_body(status.grpc, status.message, media, status.retry_after)
             return _reply(body, media, status.http, headers)
-        accepted = items - result.rejected
-        self._telemetry.accepted[signal.item].labels(TRANSPORT).inc(accepted)
+        self._telemetry.accepted[signal.item].labels(TRANSPORT).inc(items - result.rejected)
         if result.rejected:
             self._telemetry.refused[signal.item].labels(TRANSPORT, "invalid_data").inc(result.rejected)
         return _reply(encode_message(signal.response(result.rejected, result.message), media), media)
 
-    def _authenticate(self, request: web.Request) -> None:
-        if self._auth is None:
-            return
-        # aiohttp decodes header bytes that aren't UTF-8 as surrogates: encode them back the same way,
-        # so a garbled header is a 401 like any wrong token, not a UnicodeEncodeError (500).
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, self._auth):
-            raise UnauthenticatedError("missing or invalid bearer token")
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        """Read the body within the size limit and read timeout, then decompress it (limit enforced)."""
-        length = request.content_length
-        if length is not None and length > self._max_body:
-            raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {self._max_body}")
+    async def _read_body(self, request: web.Request, reservation: Reservation) -> bytes:
+        """Read the body within the size limit and read timeout, then decompress it (limit enforced);
+        the reservation grows with what is read and inflated."""
         try:
-            raw = await asyncio.wait_for(self._read_limited(request), self._read_timeout)
+            raw = await asyncio.wait_for(self._read_limited(request, reservation), self._read_timeout)
         except TimeoutError:
             raise DecodeError(f"request body not received within {self._read_timeout:g}s") from None
         encoding = request.headers.get("Content-Encoding")
-        if encoding and len(raw) > _THREAD_DECOMPRESS_BYTES:
-            return await asyncio.to_thread(decompress, raw, encoding, self._max_body)
-        return decompress(raw, encoding, self._max_body)
+        if encoding and (len(raw) > _LOOP_INFLATE_MAX_BYTES or "zstd" in encoding.lower()):
+            body = await asyncio.to_thread(decompress, raw, encoding, self._max_body, reservation.add)
+        else:
+            body = decompress(raw, encoding, self._max_body, reservation.add)
+        if body is not raw:
+            reservation.shrink(len(raw))  # the compressed body is dropped now
+        return body
 
-    async def _read_limited(self, request: web.Request) -> bytes:
+    async def _read_limited(self, request: web.Request, reservation: Reservation) -> bytes:
+        """The raw body; bytes beyond what the reservation holds (no or a wrong Content-Length) are
+        reserved before they are kept."""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            size += len(chunk)
-            if size > self._max_body:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {self._max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                size += len(chunk)
+                if size > self._max_body:
+                    raise PayloadTooLargeError(f"request body exceeds the limit of {self._max_body} bytes")
+                if size > reservation.nbytes:
+                    reservation.grow(size - reservation.nbytes)
+                chunks.append(chunk)
+        except ConnectionError:  # the client went away mid-body (aiohttp: "Connection lost")
+            raise IncompleteRequestError(f"connection closed after {size} bytes of the request body") from None
+        if size < reservation.nbytes:
+            reservation.shrink(reservation.nbytes - size)
+        if len(chunks) == 1:
+            return chunks[0]
+        reservation.grow(size)  # the joined copy, while the pieces still exist
+        body = b"".join(chunks)
+        chunks.clear()
+        reservation.shrink(size)
+        return body
 
 
 def _reply(body: bytes, media: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -21,35 +19,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 
-def count_spans(request: ExportTraceServiceRequest) -> int:
-    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-
-
-def count_log_records(request: ExportLogsServiceRequest) -> int:
-    return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
-
-
-def count_metric_points(request: ExportMetricsServiceRequest) -> int:
-    n = 0
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                kind = m.WhichOneof("data")
-                if kind is not None:
-                    n += len(getattr(m, kind).data_points)
-    return n
-
-
 @dataclass(frozen=True)
 class Signal:
     name: str  # traces | metrics | logs
+    code: int  # its number on the wire splitter and in spool records
     path: str  # OTLP/HTTP path
     item: str  # spans | metric_points | log_records (self-metric vocabulary)
+    noun: tuple[str, str]  # singular and plural, for messages: ("span", "spans")
     request_type: type[Message]
     response_type: type[Message]
     rejected_field: str  # field of partial_success
-    count: Callable[[Any], int]
-    consume: str  # Consumer method name
     grpc_service: str  # fully qualified gRPC service
 
     def response(self, rejected: int = 0, message: str = "") -> Message:
@@ -60,20 +39,26 @@ class Signal:
             resp.partial_success.error_message = message
         return resp
 
+    def decode(self, data: bytes) -> Message:
+        """The request message of protobuf bytes (raises google.protobuf's DecodeError)."""
+        message = self.request_type()
+        message.ParseFromString(data)
+        return message
+
 
 TRACES = Signal(
-    "traces", "/v1/traces", "spans", ExportTraceServiceRequest, ExportTraceServiceResponse,
-    "rejected_spans", count_spans, "consume_traces", "opentelemetry.proto.collector.trace.v1.TraceService",
+    "traces", 0, "/v1/traces", "spans", ("span", "spans"), ExportTraceServiceRequest, ExportTraceServiceResponse,
+    "rejected_spans", "opentelemetry.proto.collector.trace.v1.TraceService",
 )
 METRICS = Signal(
-    "metrics", "/v1/metrics", "metric_points", ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    "rejected_data_points", count_metric_points, "consume_metrics",
-    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "metrics", 1, "/v1/metrics", "metric_points", ("data point", "data points"), ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse, "rejected_data_points", "opentelemetry.proto.collector.metrics.v1.MetricsService",
 )
 LOGS = Signal(
-    "logs", "/v1/logs", "log_records", ExportLogsServiceRequest, ExportLogsServiceResponse,
-    "rejected_log_records", count_log_records, "consume_logs",
-    "opentelemetry.proto.collector.logs.v1.LogsService",
+    "logs", 2, "/v1/logs", "log_records", ("log record", "log records"), ExportLogsServiceRequest,
+    ExportLogsServiceResponse, "rejected_log_records", "opentelemetry.proto.collector.logs.v1.LogsService",
 )
 
 SIGNALS: tuple[Signal, ...] = (TRACES, METRICS, LOGS)
+BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
+BY_CODE: dict[int, Signal] = {s.code: s for s in SIGNALS}

@@ -9,6 +9,7 @@ from sidecar.errors import (
     BackpressureError,
     DatabaseUnavailableError,
     DecodeError,
+    IncompleteRequestError,
     PayloadTooLargeError,
     PermanentError,
     RetryableError,
@@ -38,6 +39,7 @@ class Status:
 
 # Most specific first.
 _TABLE: tuple[tuple[type[Exception], int, int, str], ...] = (
+    (IncompleteRequestError, 400, INVALID_ARGUMENT, "incomplete"),
     (DecodeError, 400, INVALID_ARGUMENT, "decode_error"),
     (PayloadTooLargeError, 413, RESOURCE_EXHAUSTED, "too_large"),
     (UnsupportedMediaTypeError, 415, INVALID_ARGUMENT, "unsupported_media_type"),

@@ -1,9 +1,9 @@
 """CPU cost of each in-process step of otelpg's pipeline, per item, on the benchmark's requests.
 
 Measured with time.process_time (CPU time of this process), so other processes on a shared
-machine slow it less than wall-clock figures. Steps: protobuf decode, item count, mapping to
-rows (and within it the JSON encoding, timed separately on the same values), ByteSize (the
-queue's byte accounting), Prometheus aggregation (observe_*), and asyncpg's binary COPY encoding
+machine slow it less than wall-clock figures. Steps: wire check and split, protobuf decode, mapping
+to rows (and within it the JSON encoding, timed separately on the same values), Prometheus
+aggregation (observe_*), and asyncpg's binary COPY encoding
 (taken from the raw COPY reference run: the client's CPU per row). Whatever otelpg spends beyond
 these (HTTP/gRPC server, asyncio, batcher, writer, telemetry) is the residual against the CPU the
 sidecar process actually used in the run.
@@ -32,11 +32,12 @@ def component_costs(signal: str, templates: list[Template], reps: int = 20) -> d
     """Per-item CPU µs of each step for one request of `signal` (averaged over the templates)."""
     from exporters.postgres.mapping import common, logs, map_logs, map_metrics, map_traces, metrics, traces
     from exporters.prometheus.aggregator import PrometheusAggregator
-    from sidecar.receivers.signals import count_log_records, count_metric_points, count_spans
+    from sidecar import otlpwire
+    from sidecar.receivers.signals import BY_NAME
 
     mapper = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}[signal]
     module = {"traces": traces, "metrics": metrics, "logs": logs}[signal]
-    count = {"traces": count_spans, "metrics": count_metric_points, "logs": count_log_records}[signal]
+    code = BY_NAME[signal].code
     req_type = REQUEST_TYPES[signal]
     agg = PrometheusAggregator()
     observe = {"traces": agg.observe_traces, "metrics": agg.observe_metrics, "logs": agg.observe_logs}[signal]
@@ -49,10 +50,9 @@ def component_costs(signal: str, templates: list[Template], reps: int = 20) -> d
         items += n
         now = time.time_ns()
         steps = {
+            f"check and split ({otlpwire.IMPLEMENTATION})": lambda body=body: otlpwire.split(code, body),
             "decode (ParseFromString)": lambda body=body: req_type.FromString(body),
-            "count items": lambda msg=msg: count(msg),
             "map to rows (incl. JSON)": lambda msg=msg, now=now: mapper(msg, now),
-            "ByteSize (queue accounting)": lambda msg=msg: msg.ByteSize(),
             "Prometheus observe_*": lambda msg=msg: observe(msg),
         }
         for name, fn in steps.items():

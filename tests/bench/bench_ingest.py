@@ -839,7 +839,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument(
         "--no-components",
         action="store_true",
-        help="skip the per-step CPU cost breakdown (decode, map, JSON, ByteSize, observe, COPY encoding)",
+        help="skip the per-step CPU cost breakdown (split, decode, map, JSON, observe, COPY encoding)",
     )
     r.add_argument("--baseline", action="store_true", help="also measure a naive row-by-row INSERT loop")
     r.add_argument("--baseline-rows", type=int, default=5000, help="rows for --baseline [5000]")

@@ -107,6 +107,25 @@ def test_migrate_and_stats(db_dsn):
     assert table.returncode == 0 and "system_events" in table.stdout
 
 
+def test_stats_shows_the_spool_and_the_dead_letters_of_the_data_dir(db_dsn, tmp_path):
+    import asyncio
+
+    from exporters.postgres.dead_letter import DeadLetter, Letter
+
+    env = {"OTELPG_DATABASE_URL": db_dsn, "OTELPG_DATA_DIR": str(tmp_path)}
+    assert otelpg_cli("migrate", env=env).returncode == 0
+    assert "dead letters: none" in otelpg_cli("stats", env=env).stdout
+    letter = Letter("logs", "spool", "PostgreSQL refused it (a constraint: check_violation)", "detail", 3,
+                    ["checkout"], 1, 2, b"payload")
+    asyncio.run(DeadLetter(tmp_path / "dead-letter", max_bytes=1 << 20).add(letter))
+    out = otelpg_cli("stats", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "dead letters: 1 (3 items" in out.stdout and "checkout: PostgreSQL refused it" in out.stdout
+    rows = {r["table"]: r for r in json.loads(otelpg_cli("stats", "--json", env=env).stdout)}
+    assert rows["dead_letter"]["rows"] == 1 and rows["dead_letter"]["latest"]["source"] == "spool"
+    assert rows["spool"]["rows"] == 0
+
+
 def test_run_serves_health_and_readiness_then_exits_0_on_sigterm(otelpg):
     status, body = get_json(otelpg.url("admin", "/health"))
     assert status == 200 and body["ok"] is True and body["database"] == "healthy"

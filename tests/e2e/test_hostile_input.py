@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import zstandard
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -138,17 +138,24 @@ async def test_truncated_and_garbage_protobuf_get_400(proc, schema_dsn, session,
     await _still_serves(session, proc, schema_dsn)
 
 
-async def test_deeply_nested_json_and_anyvalue_get_400(proc, schema_dsn, session):
+async def test_deeply_nested_json_gets_400_and_a_deeply_nested_anyvalue_only_its_item_rejected(
+        proc, schema_dsn, session):
     nested = b'{"resourceLogs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, body, _ = await _post(session, proc, "/v1/logs", nested, {"Content-Type": "application/json"})
     assert status == 400 and json.loads(body)["code"] == 3
-    # The same in protobuf: an AnyValue nested 10,000 kvlists deep.
+    # In protobuf: an AnyValue nested 10,000 kvlists deep, next to a valid record in the same request.
+    marker = f"beside-{uuid.uuid4().hex}"
     req = _log_request("x")
     value = req.resource_logs[0].scope_logs[0].log_records[0].body
     for _ in range(10_000):
         value = value.kvlist_value.values.add(key="k").value
-    status, _, _ = await _post(session, proc, "/v1/logs", req.SerializeToString())
-    assert status == 400
+    req.resource_logs[0].scope_logs[0].log_records.add().body.string_value = marker
+    status, body, _ = await _post(session, proc, "/v1/logs", req.SerializeToString())
+    assert status == 200
+    response = ExportLogsServiceResponse.FromString(body)
+    assert response.partial_success.rejected_log_records == 1
+    assert "nested" in response.partial_success.error_message
+    assert len(await _fetch(schema_dsn, "SELECT 1 FROM system_events WHERE payload->>'body' = $1", marker)) == 1
     await _still_serves(session, proc, schema_dsn)
 
 
@@ -259,3 +266,28 @@ async def test_slow_loris_connections_are_closed_and_others_served(proc, schema_
     writer.close()
     assert b" 400 " in status_line
     await _still_serves(session, proc, schema_dsn)
+
+
+async def test_an_oversized_chunked_body_gets_413_not_a_connection_reset(proc, schema_dsn, session):
+    """No Content-Length: the limit is found while reading; the client must still read a 413."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(25 * 1024):  # 25 MiB, 1 KiB at a time, far over the limit
+            yield b"\0" * 1024
+
+    async with session.post(proc.url("http", "/v1/logs"), data=chunks(), headers=PB) as r:
+        assert r.status == 413
+        assert _status(await r.read()).code == 8  # RESOURCE_EXHAUSTED
+    await _still_serves(session, proc, schema_dsn)
+
+
+async def test_an_oversized_body_with_a_content_length_is_413_before_it_is_read(proc, schema_dsn):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.ports["http"])
+    try:
+        writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: otelpg\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 26214400\r\n\r\n")  # and no body at all
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413 ")

@@ -24,6 +24,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+from multidict import CIMultiDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -201,7 +202,7 @@ def decode_status(body: bytes, media: str) -> status_pb2.Status:
 
 @pytest.mark.parametrize("media", [PB, JS])
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Bearer wrong", TOKEN, f"Basic {TOKEN}",
-                                           f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Bearer  {TOKEN}"])
+                                           f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Bearer{TOKEN}"])
 async def test_http_without_the_right_token_is_401_with_a_status(authed, db, media, authorization):
     u = uid()
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -244,6 +245,35 @@ async def test_http_with_the_right_token_is_200_and_stored(authed, db, media):
                                             {"Authorization": f"Bearer {TOKEN}"})
     assert (status, content_type) == (200, media), body
     assert await stored(db, u) == 2
+
+
+@pytest.mark.parametrize("scheme", ["Bearer ", "bearer ", "BEARER ", "Bearer  ", "bEaReR\t"])
+async def test_http_bearer_scheme_is_case_insensitive_and_may_take_more_blanks(authed, db, scheme):
+    """RFC 6750 §2.1 / RFC 7235 §2.1: `credentials = auth-scheme 1*SP token`, the scheme case-insensitive."""
+    u = uid()
+    status, _, body = await post(authed.url("http", "/v1/traces"), encode(spans(u), PB), PB,
+                                 {"Authorization": f"{scheme}{TOKEN}"})
+    assert status == 200, body
+    assert await stored(db, u) == 1
+
+
+@pytest.mark.parametrize("order", ["right-first", "wrong-first", "right-twice"])
+async def test_several_authorization_headers_are_refused_over_both_transports(authed, db, order):
+    """One request, one set of credentials: HTTP used to read the first header and gRPC the last."""
+    values = {"right-first": [f"Bearer {TOKEN}", "Bearer wrong"], "wrong-first": ["Bearer wrong", f"Bearer {TOKEN}"],
+              "right-twice": [f"Bearer {TOKEN}"] * 2}[order]
+    u = uid()
+    headers = CIMultiDict([("Content-Type", PB), *(("Authorization", v) for v in values)])
+    async with aiohttp.ClientSession() as session, session.post(
+        authed.url("http", "/v1/traces"), data=encode(spans(u), PB), headers=headers
+    ) as r:
+        assert r.status == 401
+        assert "multiple" in status_pb2.Status.FromString(await r.read()).message
+    async with grpc.aio.insecure_channel(authed.grpc_target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await grpc_export(channel, spans(u), tuple(("authorization", v) for v in values))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await stored(db, u) == 0
 
 
 @pytest.mark.parametrize("metadata", [None, (("authorization", "Bearer wrong"),), (("authorization", TOKEN),),

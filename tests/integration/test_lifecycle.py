@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,16 +54,6 @@ def ns(t: dt.datetime) -> int:
 async def partitions(conn: asyncpg.Connection, table: str) -> list[str]:
     rows = await conn.fetch("SELECT partition FROM otelpg_partitions WHERE parent = $1 ORDER BY 1", table)
     return [r["partition"] for r in rows]
-
-
-@pytest.fixture
-async def pool(db_dsn: str, db: asyncpg.Connection) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(db)
-    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=6)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def make_lifecycle(pool: asyncpg.Pool, tmp_path: Path, **sections) -> Lifecycle:

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporters.postgres.mapping import map_logs, map_metrics, map_traces
-from sidecar.consumer import ConsumeResult
+from exporters.postgres.ids import request_ids
+from exporters.postgres.mapping_thread import map_chunk
+from sidecar.consumer import ConsumeResult, ExportRequest
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
 from sidecar.receivers.signals import SIGNALS
@@ -23,20 +24,16 @@ from sidecar.telemetry import Telemetry
 
 
 class MappingConsumer:
-    """Maps every request with the real mapping functions and keeps nothing."""
+    """Decodes and maps every chunk with the real mapping functions and keeps nothing."""
 
-    async def _map(self, mapper, request) -> ConsumeResult:
-        mapped = mapper(request, 1)
-        return ConsumeResult(mapped.rejected, mapped.message)
-
-    async def consume_traces(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
-        return await self._map(map_traces, request)
-
-    async def consume_metrics(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
-        return await self._map(map_metrics, request)
-
-    async def consume_logs(self, request, nbytes: int = 0, raw=None) -> ConsumeResult:
-        return await self._map(map_logs, request)
+    async def consume(self, request: ExportRequest) -> ConsumeResult:
+        new_id = request_ids(1, 1)
+        rejected, messages = request.rejected, [request.reason]
+        for chunk in request.chunks:
+            mapped = map_chunk(request.signal, chunk, 1, new_id)
+            rejected += mapped.rejected
+            messages.append(mapped.message)
+        return ConsumeResult(rejected, "; ".join(m for m in messages if m))
 
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

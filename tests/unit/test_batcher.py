@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from exporters.postgres.batcher import Batch, Batcher
-from sidecar.errors import BackpressureError, PermanentError
+from exporters.postgres.batcher import MAX_ROW_WRITES, Batch, Batcher
+from sidecar.errors import BackpressureError, DatabaseUnavailableError, PermanentError
 
 
 class Recorder:
@@ -109,21 +109,64 @@ async def test_queue_bound_refuses_with_backpressure() -> None:
     assert await b.close(1)
 
 
-async def test_bad_request_fails_alone_when_merged() -> None:
-    write = Recorder()
-    write.gate.clear()
-    write.fail_rows = 7
+class RowRecorder:
+    """A write function over real rows: a batch holding a row ("bad",) fails as PostgreSQL would
+    (permanently), or with `transient` set, any batch fails as if the database went away.
+    Committed rows are recorded."""
+
+    def __init__(self) -> None:
+        self.committed: list[tuple] = []
+        self.writes = 0
+        self.transient_after: int | None = None  # fail every write after this many
+
+    async def __call__(self, batch: Batch) -> None:
+        self.writes += 1
+        if self.transient_after is not None and self.writes > self.transient_after:
+            raise DatabaseUnavailableError("gone")
+        rows = [row for req in batch.requests for table_rows in req.rows.values() for row in table_rows]
+        if ("bad",) in rows:
+            raise PermanentError("refused")
+        self.committed.extend(rows)
+
+
+def tagged(name: str, n: int, bad: int = 0) -> dict[str, list[tuple]]:
+    return {"t": [(name, i) for i in range(n)] + [("bad",)] * bad}
+
+
+async def test_a_bad_row_costs_only_itself_when_merged_with_other_requests() -> None:
+    write = RowRecorder()
+    b = batcher(write, writers=1, linger=0.2)
+    results = await asyncio.gather(*(b.submit(tagged(f"r{k}", 50), {}, 50, 10) for k in range(7)),
+                                   b.submit(tagged("x", 40, bad=1), {}, 41, 10))
+    assert results[:7] == [[]] * 7  # every other request is stored whole
+    refused = results[7]
+    assert [(table, row) for table, row, _ in refused] == [("t", ("bad",))]
+    assert isinstance(refused[0][2], PermanentError)
+    expected = [r for k in range(7) for r in tagged(f"r{k}", 50)["t"]] + tagged("x", 40)["t"]
+    assert sorted(write.committed) == sorted(expected)  # each once, the bad row never
+    # bisection, not a write per request and per row: ~2·log2(n) writes per bad unit
+    assert write.writes <= 1 + 2 * 3 + 2 * 6
+    assert await b.close(1)
+
+
+async def test_many_bad_rows_in_one_request_are_refused_within_a_bounded_number_of_writes() -> None:
+    write = RowRecorder()
     b = batcher(write, writers=1)
-    first = asyncio.create_task(b.submit(rows(1), {}, 1, 10))
-    await write.started.wait()
-    good = asyncio.create_task(b.submit(rows(2), {}, 2, 10))
-    bad = asyncio.create_task(b.submit(rows(7), {}, 7, 10))
-    await asyncio.sleep(0.05)
-    write.gate.set()
-    await first
-    await good
-    with pytest.raises(PermanentError):
-        await bad
-    # the merged batch failed, then each of its requests was written alone
-    assert write.batches == [[1], [2, 7], [2], [7]]
+    rows_ = {"t": [("bad",) if i % 2 else ("ok", i) for i in range(400)]}
+    refused = await b.submit(rows_, {}, 400, 10)
+    assert write.writes <= 1 + MAX_ROW_WRITES
+    assert len(refused) + len(write.committed) == 400  # every row either stored or refused
+    assert ("bad",) not in write.committed
+    assert await b.close(1)
+
+
+async def test_database_lost_while_narrowing_fails_what_was_not_written_yet() -> None:
+    write = RowRecorder()
+    write.transient_after = 2  # the merged write and the first half, then the database is gone
+    b = batcher(write, writers=1, linger=0.2)
+    results = await asyncio.gather(b.submit(tagged("a", 5), {}, 5, 10), b.submit(tagged("b", 5), {}, 5, 10),
+                                   b.submit(tagged("c", 5, bad=1), {}, 6, 10), b.submit(tagged("d", 5), {}, 5, 10),
+                                   return_exceptions=True)
+    assert results[:2] == [[], []]  # the first half committed
+    assert all(isinstance(r, DatabaseUnavailableError) for r in results[2:])  # retried or spooled by the caller
     assert await b.close(1)

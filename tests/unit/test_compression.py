@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import zstandard
 
-from sidecar.errors import DecodeError, PayloadTooLargeError
+from sidecar.errors import BackpressureError, DecodeError, PayloadTooLargeError
 from sidecar.receivers.compression import decompress
 
 MiB = 1 << 20
@@ -317,3 +317,70 @@ def test_unknown_coding_message_names_it() -> None:
 def test_unknown_coding_is_refused_even_for_an_empty_body() -> None:
     with pytest.raises(DecodeError):
         decompress(b"", "br", LIMIT)
+
+
+# --- memory accounting (admission) --------------------------------------------------------------
+
+
+class Ledger:
+    """An `account` callback that keeps the running total and its peak, and refuses past `cap`."""
+
+    def __init__(self, cap: int = 1 << 62) -> None:
+        self.held = self.peak = 0
+        self.cap = cap
+
+    def __call__(self, delta: int) -> None:
+        if delta > 0 and self.held + delta > self.cap:
+            raise BackpressureError("over budget")
+        self.held += delta
+        self.peak = max(self.peak, self.held)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "gzip, zstd"])
+def test_accounting_ends_at_the_result_size(encoding: str) -> None:
+    body = PAYLOAD
+    for coding in encoding.split(", "):
+        body = ENCODERS[coding](body)
+    ledger = Ledger()
+    assert decompress(body, encoding, LIMIT, ledger) == PAYLOAD
+    assert ledger.held == len(PAYLOAD)
+    # pieces, then the joined copy (and a zstd window): never more than that at once
+    assert len(PAYLOAD) < ledger.peak <= 2 * len(PAYLOAD) + 8 * MiB + 64 * 1024
+
+
+def test_identity_accounts_nothing() -> None:
+    ledger = Ledger()
+    assert decompress(PAYLOAD, None, LIMIT, ledger) is PAYLOAD
+    assert ledger.peak == 0
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd"])
+def test_refused_growth_stops_inflating_and_gives_everything_back(encoding: str) -> None:
+    ledger = Ledger(cap=MiB)
+    with pytest.raises(BackpressureError):
+        decompress(ENCODERS[encoding](bytes(4 * MiB)), encoding, LIMIT, ledger)
+    assert ledger.held == 0 and ledger.peak <= MiB
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_failures_give_everything_back(encoding: str) -> None:
+    ledger = Ledger()
+    with pytest.raises(PayloadTooLargeError):
+        decompress(ENCODERS[encoding](bytes(2 * MiB)), encoding, MiB, ledger)
+    assert ledger.held == 0
+    truncated = ENCODERS[encoding](PAYLOAD)[:-20]
+    with pytest.raises(DecodeError):
+        decompress(truncated, encoding, LIMIT, ledger)
+    assert ledger.held == 0
+
+
+def test_zstd_window_is_accounted_before_it_is_allocated() -> None:
+    # A frame declaring a 32 MiB window: the decoder allocates it up front, whatever the output.
+    params = zstandard.ZstdCompressionParameters(window_log=25)
+    streaming = zstandard.ZstdCompressor(compression_params=params).compressobj()  # no content size
+    body = streaming.compress(PAYLOAD) + streaming.flush()
+    assert zstandard.get_frame_parameters(body).window_size == 32 * MiB
+    ledger = Ledger(cap=16 * MiB)
+    with pytest.raises(BackpressureError):
+        decompress(body, "zstd", 64 * MiB, ledger)
+    assert ledger.held == 0

@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import SETTINGS, Config, effective_config, load_config, parse_endpoint, redact_dsn
+from sidecar.config import (
+    SETTINGS,
+    Config,
+    documented_yaml,
+    effective_config,
+    load_config,
+    parse_endpoint,
+    redact_dsn,
+)
 from sidecar.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +24,12 @@ def test_defaults_match_the_design_contract():
     assert c.admin.endpoint == "127.0.0.1:9464"
     assert c.data_dir == ".otelpg"
     assert c.log_level == "info"
+
+
+def test_documented_yaml_is_generated_from_the_settings():
+    assert (ROOT / "config" / "otelpg.yaml").read_text() == documented_yaml(), (
+        "config/otelpg.yaml is stale: python -m sidecar.config > config/otelpg.yaml"
+    )
 
 
 def test_documented_yaml_lists_every_key_with_its_default():

@@ -43,3 +43,11 @@ def test_transient_and_unknown_failures_are_retryable(error):
 )
 def test_bad_data_is_permanent(error):
     assert isinstance(classify(error), PermanentError)
+
+
+def test_a_refused_rows_contents_stay_out_of_the_detail_that_is_logged():
+    error = asyncpg.exceptions.CheckViolationError("new row violates check constraint")
+    error.detail = "Failing row contains (2026-12-03, secret-user-data)"
+    classified = classify(error)
+    assert "secret-user-data" not in classified.detail and "secret-user-data" not in str(classified)
+    assert classified.detail == "CheckViolationError: new row violates check constraint"

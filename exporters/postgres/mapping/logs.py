@@ -16,9 +16,10 @@ from exporters.postgres.mapping.common import (
     any_value,
     attributes,
     count_truncated,
+    describe_rejections,
     fast_attributes,
     json_dumps,
-    rejection_message,
+    key_text,
     resource_row,
     scope_metadata,
     text,
@@ -117,9 +118,10 @@ def map_logs(
                     span_id = None
                 attrs = record_attrs[ri - 1] if fast else attrs_of(rec.attributes)
                 event = attrs.get("event.name")
-                if not (event and isinstance(event, str)):
+                from_field = not (event and isinstance(event, str))
+                if from_field:
                     event = rec.event_name if has_event_name else None
-                event = text(event) if event else None
+                event = key_text(event) if event else None  # event_type is indexed
                 number = rec.severity_number
                 sev_text = rec.severity_text
                 time_ns = rec.time_unix_nano
@@ -132,6 +134,8 @@ def map_logs(
                     "time_unix_nano": time_ns,
                     "observed_time_unix_nano": observed_ns,
                 }
+                if from_field and event and len(event) != len(rec.event_name):
+                    payload["event_name"] = text(rec.event_name)  # the whole name, cut in event_type
                 if rec.flags:
                     payload["flags"] = rec.flags
                 if rec.dropped_attributes_count:
@@ -152,5 +156,6 @@ def map_logs(
 
     if fast:
         count_truncated(fast[2], fast[3])
-    message = rejection_message(rejected, "log record", "log records", _INVALID_IDS) if rejected else ""
-    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message)
+    reasons = {_INVALID_IDS: rejected} if rejected else {}
+    message = describe_rejections(reasons, "log record", "log records")
+    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)

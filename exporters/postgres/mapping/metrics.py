@@ -13,11 +13,13 @@ from uuid_utils import uuid7
 
 from exporters.postgres.mapping.common import (
     INT64_MAX,
+    KEY_MAX_BYTES,
     Mapped,
     attributes,
+    describe_rejections,
     json_dumps,
     json_float,
-    rejection_message,
+    key_text,
     resource_row,
     scope_info,
     text,
@@ -164,8 +166,10 @@ def _details(base: dict[str, Any], base_json: str | None, flags: int, extra: dic
 
 
 def map_metrics(
-    request: ExportMetricsServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7
+    request: ExportMetricsServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7,
+    raw: bytes | None = None,
 ) -> Mapped:
+    """`raw` is accepted for the same signature as the other mappers (points have no converter)."""
     rows: list[tuple] = []
     append = rows.append
     resources: dict[int, tuple] = {}
@@ -199,10 +203,13 @@ def map_metrics(
                 if not name:
                     unnamed += n
                     continue
-                if "\x00" in name:
-                    name = text(name)
-                unit = text(metric.unit) or None
                 base: dict[str, Any] = {}
+                if "\x00" in name or len(name) > KEY_MAX_BYTES // 4:
+                    full = text(name)
+                    name = key_text(name)
+                    if name != full:
+                        base["name"] = full  # metric_name is indexed: the whole name is kept here
+                unit = text(metric.unit) or None
                 if metric.description:
                     base["description"] = metric.description
                 if scope:
@@ -320,10 +327,6 @@ def map_metrics(
         if len(rows) > first:
             resources[rid] = resource
 
-    rejected = unnamed + bad_buckets
-    message = ""
-    if rejected:
-        reasons = [(unnamed, "metric without a name"), (bad_buckets, _BAD_BUCKETS)]
-        reason = ", ".join(f"{why} ({n})" if n != rejected else why for n, why in reasons if n)
-        message = rejection_message(rejected, "data point", "data points", reason)
-    return Mapped({PERFORMANCE_METRICS: rows}, resources, items, rejected, message)
+    reasons = {why: n for why, n in (("metric without a name", unnamed), (_BAD_BUCKETS, bad_buckets)) if n}
+    message = describe_rejections(reasons, "data point", "data points")
+    return Mapped({PERFORMANCE_METRICS: rows}, resources, items, unnamed + bad_buckets, message, reasons)

@@ -14,9 +14,9 @@ from exporters.postgres.mapping.common import (
     Mapped,
     attributes,
     count_truncated,
+    describe_rejections,
     fast_attributes,
     json_dumps,
-    rejection_message,
     resource_row,
     scope_metadata,
     to_datetime,
@@ -184,5 +184,6 @@ def map_traces(
 
     if fast:
         count_truncated(fast[2], fast[3])
-    message = rejection_message(rejected, "span", "spans", _INVALID_IDS) if rejected else ""
-    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message)
+    reasons = {_INVALID_IDS: rejected} if rejected else {}
+    message = describe_rejections(reasons, "span", "spans")
+    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from exporters.postgres.mapping.common import json_dumps
+from exporters.postgres.mapping.common import json_dumps, key_text
 
 __all__ = ["hash_user_id", "user_analytics_rows"]
 
@@ -77,8 +77,7 @@ def user_analytics_rows(
         user = _text(attrs.get("enduser.id")) or _text(attrs.get("user.id"))
         if user is None:
             continue  # the screen matched something else, e.g. inside a value
-        if hash_id is not None:
-            user = hash_id(user)
+        user = hash_id(user) if hash_id is not None else key_text(user)  # user_id is indexed
         is_span = event_type == "span"
         meta: dict[str, Any] = {"signal": "span" if is_span else "log", "service": r[7]}
         if r[9] is not None:
