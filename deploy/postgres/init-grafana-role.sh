@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run once by the postgres image on an empty data directory (/docker-entrypoint-initdb.d).
-# Grafana does not validate SQL, so it connects as a role that can only read (storage-schema.md §4.3).
+# Grafana does not validate SQL, so it connects as a role that can only read (Grafana's PostgreSQL data source documentation).
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
      -v grafana_password="$GRAFANA_DB_PASSWORD" <<'SQL'

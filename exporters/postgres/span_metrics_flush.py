@@ -1,4 +1,4 @@
-"""Span-derived RED aggregates written to `performance_metrics` every interval (DESIGN §3), like the
+"""Span-derived RED aggregates written to `performance_metrics` every interval (docs/mapping.md), like the
 Collector's spanmetrics connector: per (service, span name, kind, status code), a delta sum of calls
 (`traces.span.metrics.calls`) and a delta histogram of durations (`traces.span.metrics.duration`).
 

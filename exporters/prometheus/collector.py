@@ -3,7 +3,7 @@
 No awaits, no I/O, no SQL: collect() reads an immutable snapshot. Samples are appended directly
 because series in one family carry different label sets (attributes differ per point), which the
 `*MetricFamily.add_metric(label_values)` API can't express; the family classes still provide the
-type and the text/OpenMetrics name munging. Pitfalls handled here (reference §4.1):
+type and the text/OpenMetrics name munging. Pitfalls of prometheus_client handled here:
 - CounterMetricFamily appends `_total`: families are named without it (the snapshot already is).
 - `unit=` appends the unit unless the name ends with it: the snapshot only carries a unit when it does.
 - OpenMetrics allows `_count` only together with `_sum`, and no `_sum` when a bound is negative or the

@@ -222,7 +222,7 @@ class LabelBuilder:
                     label = label_name(original)
                 except InvalidNameError:
                     continue
-                if label not in reserved:  # spec §1.3: such a scope attribute MUST be dropped
+                if label not in reserved:  # the compatibility spec: such a scope attribute MUST be dropped
                     items.append((label, original, value))
             items.append(("otel_scope_name", "otel_scope_name", scope_name))
             items.append(("otel_scope_version", "otel_scope_version", scope_version))

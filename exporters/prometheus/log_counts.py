@@ -1,7 +1,7 @@
 """Running totals of log records by service and severity.
 
 Named `log_record_count_total` after the Collector's count connector (`log.record.count` through the
-prometheus exporter; reference §3.3, §8.2), so queries written against a Collector keep working. Unlike
+prometheus exporter; connector/countconnector), so queries written against a Collector keep working. Unlike
 that connector's delta sums with no start time, which the exporter fails to accumulate (contrib
 #30203), this is a real cumulative counter. `otelpg_*` stays for otelpg's own self-telemetry.
 """

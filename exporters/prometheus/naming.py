@@ -4,7 +4,8 @@ Metric names follow prometheus/otlptranslator's `UnderscoreEscapingWithSuffixes`
 Collector's prometheus exporter and Prometheus' own OTLP receiver produce), so dashboards keep working
 when otelpg replaces a Collector. Label names follow the OTel compatibility spec: invalid characters
 become `_`, runs of `_` collapse, and user attributes can never produce a reserved `__*` name.
-See /work/shared/reference/prometheus-exposition.md §1.2, §1.5, §2.2 and §8.1.
+Sources: the OpenTelemetry specification, "Prometheus and OpenMetrics Compatibility" (metric and
+label names), and prometheus/otlptranslator's name tables.
 """
 
 from __future__ import annotations

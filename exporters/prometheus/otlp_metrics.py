@@ -12,7 +12,7 @@
 | unspecified temporality | dropped (`unsupported_temporality`) |
 
 Series labels are the point attributes, `otel_scope_*` and `job`/`instance`; other resource attributes
-go to `target_info` only (reference §1.7, §2.4).
+go to `target_info` only (OpenTelemetry spec, Prometheus compatibility: resource attributes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RED metrics from spans, as the Collector's spanmetrics connector derives them (reference §3.1).
+"""RED metrics from spans, as the Collector's spanmetrics connector derives them (connector/spanmetricsconnector).
 
 `traces_span_metrics_calls_total` (counter) and `traces_span_metrics_duration_seconds` (histogram,
 the connector's default buckets in seconds) by `service_name`, `span_name`, `span_kind`

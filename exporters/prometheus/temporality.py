@@ -1,7 +1,7 @@
 """How a new point combines with the one already held: pure functions returning the record to
 store, or the Reason the point is dropped.
 
-Delta → cumulative follows the data model's single-writer rules (reference §1.9, §8.1.3):
+Delta → cumulative follows the OTel metrics data model's single-writer rules:
 - first point: starts the series;
 - `start == previous.time`: aligned, added; the series keeps its start;
 - `start > previous.time`: a gap (the writer restarted or points were lost): the series resets;

@@ -8,7 +8,6 @@ Two steps, as in Grafana:
 2. the backend's macro engine (`pkg/tsdb/grafana-postgresql-datasource/macros.go`) expands
    `$__timeFilter(col)`, `$__timeFrom()`, `$__timeGroup(col, interval)`, ... with literal bounds.
 
-Reference: /work/shared/reference/storage-schema.md §4.1.
 """
 
 from __future__ import annotations

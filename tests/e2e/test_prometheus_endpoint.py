@@ -197,7 +197,7 @@ def test_gzip_when_asked(otelpg, accept):
 
 
 def test_self_telemetry_names(otelpg):
-    """DESIGN §5 item 4: the Collector's vocabulary, the pipeline's gauges, the aggregator's own counts."""
+    """The Collector's vocabulary, the pipeline's gauges, the aggregator's own counts."""
     exporters = sdk.grpc_exporters(otelpg.grpc_target)
     sdk.send_spans(exporters.spans)
     sdk.send_logs(sdk.http_exporters(otelpg.url("http")).logs)

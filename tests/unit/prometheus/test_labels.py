@@ -18,7 +18,7 @@ from tests.unit.prometheus.builders import any_value, attrs
     ("value", "expected"),
     [
         ("GET", "GET"),
-        (True, "true"),  # JSON, not Python's True (§8.3 pitfall 16)
+        (True, "true"),  # JSON, not Python's True (a known exporter pitfall)
         (False, "false"),
         (42, "42"),
         (-7, "-7"),

@@ -155,7 +155,7 @@ def test_unspecified_temporality_is_dropped(metric):
     assert dropped(agg, "unsupported_temporality") == 1
 
 
-# --- delta → cumulative (§8.3 pitfall 6) ---
+# --- delta → cumulative ---
 
 
 def observe_delta(agg, value, start, end, **attributes):

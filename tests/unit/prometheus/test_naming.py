@@ -1,4 +1,4 @@
-"""Golden name translations: reference §2.2 (otlptranslator tables), §1.5 and the §8.3 pitfalls."""
+"""Golden name translations: otlptranslator's tables, the compatibility spec's label rules, pitfalls."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from exporters.prometheus.naming import (
 
 # (OTel name, unit, type, namespace) → Prometheus name
 METRIC_NAMES = [
-    # reference §2.2 table
+    # otlptranslator's table
     ("http.server.request.duration", "s", "histogram", "", "http_server_request_duration_seconds"),
     ("requests", "", "monotonic_counter", "", "requests_total"),
     ("items", "1", "monotonic_counter", "", "items_total"),
@@ -30,9 +30,9 @@ METRIC_NAMES = [
     ("123metric", "", "gauge", "", "_123metric"),
     ("(lambda).function.executions(#)", "", "gauge", "", "lambda_function_executions"),
     ("storage.filesystem.utilization", "%", "gauge", "", "storage_filesystem_utilization_percent"),
-    # the spec's SDK exporter example (§1.8)
+    # the spec's SDK exporter example
     ("foo.bar", "By", "monotonic_counter", "", "foo_bar_bytes_total"),
-    # §8.3 pitfall 5: units
+    # pitfall: units
     ("response.time", "ms", "gauge", "", "response_time_milliseconds"),
     ("memory.usage", "By", "gauge", "", "memory_usage_bytes"),
     ("memory.limit", "KiBy", "gauge", "", "memory_limit_kibibytes"),
@@ -108,14 +108,14 @@ def test_unit_suffixes(unit, suffixes, word):
 
 
 LABEL_NAMES = [
-    ("http.method", "http_method"),  # reference §2.2
+    ("http.method", "http_method"),  # otlptranslator
     ("123invalid", "key_123invalid"),
     ("label:with:colons", "label_with_colons"),  # otlptranslator label_namer_test.go
     ("LabelWithCapitalLetters", "LabelWithCapitalLetters"),
     ("label!with&special$chars)", "label_with_special_chars_"),
     ("label.with.dots", "label_with_dots"),
     ("_label_starting_with_underscore", "_label_starting_with_underscore"),
-    ("label_with_foreign_characters_字符", "label_with_foreign_characters_"),  # runs collapse (spec §1.5)
+    ("label_with_foreign_characters_字符", "label_with_foreign_characters_"),  # runs collapse (compatibility spec)
     ("a..b", "a_b"),
     ("__name__", "key_name_"),  # `__*` is reserved for Prometheus: never produced from an attribute
     ("__label_starting_with_2underscores", "key_label_starting_with_2underscores"),
@@ -140,7 +140,7 @@ def test_attributes_never_take_the_le_and_quantile_labels(key, expected):
 
 
 def test_colliding_labels_merge_with_semicolon_in_original_key_order():
-    # §8.3 pitfall 1: http.method + http_method → one label, values ordered by the original keys
+    # pitfall: http.method + http_method → one label, values ordered by the original keys
     merged = merge_labels([("http_method", "http_method", "POST"), ("http_method", "http.method", "GET")])
     assert merged == {"http_method": "GET;POST"}
 
