@@ -1,5 +1,9 @@
 """Versioned SQL migrations: `migrations/NNNN_name.sql`, applied in order, one transaction each.
 
+They are read from `OTELPG_MIGRATIONS_DIR` if set, else from the checkout's `migrations/` (a
+source tree or an editable install), else from the installed package (`sidecar/migrations`,
+where a wheel carries them: see setup.py).
+
 Applied versions are recorded with a checksum in `schema_migrations`; an applied file that
 changed is an error. A session advisory lock serialises sidecars starting at once.
 """
@@ -10,13 +14,25 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import asyncpg
 
 from sidecar.errors import StartupError
 
-MIGRATIONS_DIR = Path(os.environ.get("OTELPG_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "migrations"))
+
+def _migrations_dir() -> Traversable:
+    if os.environ.get("OTELPG_MIGRATIONS_DIR"):
+        return Path(os.environ["OTELPG_MIGRATIONS_DIR"])
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if checkout.is_dir():
+        return checkout
+    return resources.files("sidecar") / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Advisory lock keys are per schema, so databases shared by several schemas don't serialise.
 _LOCK_SQL = "SELECT pg_advisory_lock(hashtext('otelpg.migrate.' || current_schema()))"
@@ -38,13 +54,16 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    files = sorted(directory.iterdir(), key=lambda f: f.name) if directory.is_dir() else []
+    for path in files:
+        if not path.name.endswith(".sql"):
+            continue
         m = _NAME.match(path.name)
         if not m:
             raise MigrationError(f"migration file name must look like 0001_name.sql: {path.name}")
-        found.append(Migration(int(m[1]), m[2], path.read_text()))
+        found.append(Migration(int(m[1]), m[2], path.read_text(encoding="utf-8")))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"duplicate migration versions in {directory}")
