@@ -33,5 +33,5 @@ setup(
             optional=True,
         ),
         Extension("sidecar._otlpwire", ["sidecar/_otlpwire.c"], extra_compile_args=["-O2"], optional=True),
-    ]
+    ],
 )

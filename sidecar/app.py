@@ -114,21 +114,28 @@ class App:
         self.telemetry = Telemetry(self.registry)
         set_limits(config.limits.max_attributes, config.limits.max_attribute_value_length)
         if not FAST.available:
-            log.warning("the C attribute converter is not built (no C compiler at install?): "
-                        "mapping spans and logs in pure Python, about a third slower")
+            log.warning(
+                "the C attribute converter is not built (no C compiler at install?): "
+                "mapping spans and logs in pure Python, about a third slower"
+            )
         if otlpwire.IMPLEMENTATION != "c":
-            log.warning("the C wire splitter is not built (no C compiler at install?): requests are checked and "
-                        "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)")
+            log.warning(
+                "the C wire splitter is not built (no C compiler at install?): requests are checked and "
+                "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)"
+            )
         self.telemetry.bind_truncations(Limits.truncated)
-        self.aggregator = PrometheusAggregator(AggregatorConfig(
-            expiry_seconds=config.prometheus.series_expiry,
-            max_series_per_metric=config.prometheus.max_series_per_metric,
-            max_series_total=config.prometheus.max_series_total,
-        ))
+        self.aggregator = PrometheusAggregator(
+            AggregatorConfig(
+                expiry_seconds=config.prometheus.series_expiry,
+                max_series_per_metric=config.prometheus.max_series_per_metric,
+                max_series_total=config.prometheus.max_series_total,
+            )
+        )
         register(self.registry, self.aggregator)
         self.database_stats = DatabaseUtilization(config.prometheus.database_stats_interval, self.registry)
-        self.health = HealthState(embedded_database=config.database.url is None,
-                                  high_water_mark=config.queue.high_water_mark)
+        self.health = HealthState(
+            embedded_database=config.database.url is None, high_water_mark=config.queue.high_water_mark
+        )
         self.admission = Admission(config.queue.max_inflight_bytes)
         self.telemetry.bind_inflight(lambda: self.admission.bytes, config.queue.max_inflight_bytes)
         self.dead_letter = DeadLetter(Path(config.data_dir) / "dead-letter", max_bytes=config.dead_letter.max_bytes)
@@ -162,17 +169,25 @@ class App:
         self.telemetry.bind_pool(pool.get_size, lambda: pool.get_size() - pool.get_idle_size(), pool.get_max_size())
 
         lifecycle = self.lifecycle = Lifecycle(self.pool, cfg)  # rollups, user_analytics, agent_states, partitions
-        self.telemetry.bind_counter("otelpg_derived_failed_rows", "Rows whose derived rows (rollups, user_analytics, "
-                                    "lookups) PostgreSQL refused; the rows themselves are stored.",
-                                    lambda: dict(lifecycle.derived_failures), "kind")
+        self.telemetry.bind_counter(
+            "otelpg_derived_failed_rows",
+            "Rows whose derived rows (rollups, user_analytics, "
+            "lookups) PostgreSQL refused; the rows themselves are stored.",
+            lambda: dict(lifecycle.derived_failures),
+            "kind",
+        )
         agents = lifecycle.agents
         if agents is not None:
             self.telemetry.bind_counter(
-                "otelpg_agent_states_dropped", "Service instances not tracked (over agent_states.max_instances) and "
+                "otelpg_agent_states_dropped",
+                "Service instances not tracked (over agent_states.max_instances) and "
                 "agent_states rows PostgreSQL refused.",
-                lambda: {"overflow": agents.overflow, "refused": agents.failed_rows}, "reason")
-        writer = self.writer = Writer(self.pool, self.telemetry, on_unavailable=self._database_lost,
-                                      hooks=lifecycle.hooks)
+                lambda: {"overflow": agents.overflow, "refused": agents.failed_rows},
+                "reason",
+            )
+        writer = self.writer = Writer(
+            self.pool, self.telemetry, on_unavailable=self._database_lost, hooks=lifecycle.hooks
+        )
         self.batcher = Batcher(
             writer.write,
             max_rows=cfg.batch.max_rows,
@@ -188,32 +203,53 @@ class App:
         self.health.queue_fill = batcher.fill
         self.events = EventLog(batcher)
         if cfg.spool.enabled:
-            spool = self.spool = await asyncio.to_thread(Spool, Path(cfg.data_dir) / "spool",
-                                                         max_bytes=cfg.spool.max_bytes)
-            self.telemetry.bind_counter("otelpg_spool_write_failures", "Spool writes or fsyncs that failed (disk "
-                                        "full...): their requests got 503.", lambda: spool.write_failures)
+            spool = self.spool = await asyncio.to_thread(
+                Spool, Path(cfg.data_dir) / "spool", max_bytes=cfg.spool.max_bytes
+            )
+            self.telemetry.bind_counter(
+                "otelpg_spool_write_failures",
+                "Spool writes or fsyncs that failed (disk full...): their requests got 503.",
+                lambda: spool.write_failures,
+            )
             self.telemetry.spool_bytes.set_function(lambda: spool.bytes)
             self.telemetry.spool_capacity.set(cfg.spool.max_bytes)
-            self.replayer = Replayer(spool, writer, self.mapping, self.telemetry,
-                                     database_ok=lambda: self.health.database_ok,
-                                     on_replayed=lambda info: self._emit("spool_replayed", **info),
-                                     dead_letter=self.dead_letter, batch_rows=cfg.batch.max_rows)
+            self.replayer = Replayer(
+                spool,
+                writer,
+                self.mapping,
+                self.telemetry,
+                database_ok=lambda: self.health.database_ok,
+                on_replayed=lambda info: self._emit("spool_replayed", **info),
+                dead_letter=self.dead_letter,
+                batch_rows=cfg.batch.max_rows,
+            )
             self._tasks.append(asyncio.create_task(self.replayer.run(), name="otelpg-replayer"))
             if not spool.empty:
                 log.info("spool holds %d bytes from an earlier run: replaying", spool.bytes)
         self._watch_health()
-        observe = {"traces": self.aggregator.observe_traces, "metrics": self.aggregator.observe_metrics,
-                   "logs": self.aggregator.observe_logs}
+        observe = {
+            "traces": self.aggregator.observe_traces,
+            "metrics": self.aggregator.observe_metrics,
+            "logs": self.aggregator.observe_logs,
+        }
         after_commit = [lambda signal, message: observe[signal](message), lifecycle.after_commit]
         exporter = PostgresExporter(
-            self.batcher, self.mapping, lambda: self.health.database_ok, after_commit,
-            spool=self.spool, dead_letter=self.dead_letter, telemetry=self.telemetry,
+            self.batcher,
+            self.mapping,
+            lambda: self.health.database_ok,
+            after_commit,
+            spool=self.spool,
+            dead_letter=self.dead_letter,
+            telemetry=self.telemetry,
             on_spooled=self.replayer.wake if self.replayer else lambda: None,
         )
         self._tasks.append(asyncio.create_task(self.events.run(), name="otelpg-events"))
-        self.span_metrics = SpanMetricsFlush(self.aggregator.drain_span_metrics, batcher.submit,
-                                             interval=cfg.prometheus.span_metrics_flush_interval,
-                                             database_ok=lambda: self.health.database_ok)
+        self.span_metrics = SpanMetricsFlush(
+            self.aggregator.drain_span_metrics,
+            batcher.submit,
+            interval=cfg.prometheus.span_metrics_flush_interval,
+            database_ok=lambda: self.health.database_ok,
+        )
         self._tasks.append(asyncio.create_task(self.span_metrics.run(), name="otelpg-span-metrics"))
         self._tasks.append(asyncio.create_task(self.database_stats.run(self.pool), name="otelpg-database-stats"))
 
@@ -224,18 +260,36 @@ class App:
         await self._serve("admin", make_admin_app(self.registry, self.health), cfg.admin.endpoint, None)
         admission = self.admission
         if cfg.http.enabled:
-            http = HttpReceiver(exporter, self.telemetry, max_body=cfg.http.max_request_body_size,
-                                read_timeout=cfg.http.read_timeout, admission=admission,
-                                bearer_token=cfg.auth.bearer_token, max_list=cfg.limits.max_attributes)
+            http = HttpReceiver(
+                exporter,
+                self.telemetry,
+                max_body=cfg.http.max_request_body_size,
+                read_timeout=cfg.http.read_timeout,
+                admission=admission,
+                bearer_token=cfg.auth.bearer_token,
+                max_list=cfg.limits.max_attributes,
+            )
             # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
             # keepalive_timeout also closes connections whose request never completes (slow loris).
-            await self._serve("http", http.app(), cfg.http.endpoint, tls, auto_decompress=False,
-                              keepalive_timeout=cfg.http.idle_timeout)
+            await self._serve(
+                "http",
+                http.app(),
+                cfg.http.endpoint,
+                tls,
+                auto_decompress=False,
+                keepalive_timeout=cfg.http.idle_timeout,
+            )
         if cfg.grpc.enabled:
-            self._grpc = GrpcReceiver(exporter, self.telemetry, max_message_size=cfg.grpc.max_recv_msg_size,
-                                      read_timeout=cfg.grpc.read_timeout, admission=admission,
-                                      bearer_token=cfg.auth.bearer_token, tls=cfg.tls,
-                                      max_list=cfg.limits.max_attributes)
+            self._grpc = GrpcReceiver(
+                exporter,
+                self.telemetry,
+                max_message_size=cfg.grpc.max_recv_msg_size,
+                read_timeout=cfg.grpc.read_timeout,
+                admission=admission,
+                bearer_token=cfg.auth.bearer_token,
+                tls=cfg.tls,
+                max_list=cfg.limits.max_attributes,
+            )
             host, port = parse_endpoint(cfg.grpc.endpoint, "grpc.endpoint")
             bound = await self._grpc.start(host, port)
             self._announce("grpc", host, bound)
@@ -257,8 +311,12 @@ class App:
                 found.append(f"data PostgreSQL refused is kept as dead letters in {letters['path']}")
             if spool is not None and spool.last_write_error and recent(spool.last_write_error[0]):
                 found.append(f"spool writes failing: {spool.last_write_error[1]}")
-            if replayer is not None and replayer.failing_since is not None and self.health.database_ok \
-                    and time.monotonic() - replayer.failing_since > REPLAY_STUCK_AFTER:
+            if (
+                replayer is not None
+                and replayer.failing_since is not None
+                and self.health.database_ok
+                and time.monotonic() - replayer.failing_since > REPLAY_STUCK_AFTER
+            ):
                 found.append(f"spool replay failing: {replayer.last_error}")
             if lifecycle is not None and recent(lifecycle.last_derived_failure):
                 found.append("derived rows (rollups, user_analytics, lookups) not written for some requests lately")
@@ -266,11 +324,15 @@ class App:
 
         self.health.extra = figures
         self.health.checks.append(problems)
-        self.health.spooling = lambda: spool is not None and spool.fill() < 1.0 and not (
-            spool.last_write_error and recent(spool.last_write_error[0], 10))
+        self.health.spooling = lambda: (
+            spool is not None
+            and spool.fill() < 1.0
+            and not (spool.last_write_error and recent(spool.last_write_error[0], 10))
+        )
 
-    async def _serve(self, name: str, app: web.Application, endpoint: str, tls: ssl.SSLContext | None,
-                     **server_options: Any) -> None:
+    async def _serve(
+        self, name: str, app: web.Application, endpoint: str, tls: ssl.SSLContext | None, **server_options: Any
+    ) -> None:
         host, port = parse_endpoint(endpoint, f"{name}.endpoint")
         runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options)
         await runner.setup()
@@ -298,8 +360,11 @@ class App:
         known = await asyncio.to_thread(known_database, cfg.data_dir, cfg.database.url, schema_digest())
         if not (known and cfg.spool.enabled):
             raise error
-        log.warning("%s; it is the database this otelpg last migrated, so otelpg starts anyway: the spool "
-                    "keeps what it receives until PostgreSQL is back", error)
+        log.warning(
+            "%s; it is the database this otelpg last migrated, so otelpg starts anyway: the spool "
+            "keeps what it receives until PostgreSQL is back",
+            error,
+        )
         self._schema_pending = True
         self.health.database_error = type(error).__name__
         self.telemetry.database_up.set(0)
@@ -359,8 +424,11 @@ class App:
             if drained:
                 log.info("queue drained")
             else:
-                log.warning("queue not drained within %gs: the rest %s", grace,
-                            "goes to the spool" if self.spool else "was refused (503)")
+                log.warning(
+                    "queue not drained within %gs: the rest %s",
+                    grace,
+                    "goes to the spool" if self.spool else "was refused (503)",
+                )
         if self.span_metrics is not None and self.writer is not None:
             await self.span_metrics.close(self.writer.write_rows)  # after the drain: every committed span counted
         if self.lifecycle is not None:

@@ -36,15 +36,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="YAML config file (default: $OTELPG_CONFIG)")
         return p
 
-    command("run", "Migrate, then receive OTLP and serve until SIGTERM/SIGINT (embedded PostgreSQL "
-                   "when no database URL is set).")
+    command(
+        "run",
+        "Migrate, then receive OTLP and serve until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set).",
+    )
     command("migrate", "Apply pending schema migrations and exit.")
     command("check-config", "Validate the configuration and print it, secrets redacted.")
-    stats = command("stats", "Database utilization: rows, bytes, partitions, time range and share of the "
-                             "database per table; ingest totals.")
+    stats = command(
+        "stats",
+        "Database utilization: rows, bytes, partitions, time range and share of the database per table; ingest totals.",
+    )
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    maintain = command("maintain", "Run partition maintenance once (create ahead, move rows out of the default "
-                                   "partitions, drop past retention) and exit; for cron.")
+    maintain = command(
+        "maintain",
+        "Run partition maintenance once (create ahead, move rows out of the default "
+        "partitions, drop past retention) and exit; for cron.",
+    )
     maintain.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -102,8 +109,11 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
     local = await asyncio.to_thread(local_stats, config.data_dir)
-    print(json.dumps(rows + local, indent=2, default=str) if args.json else
-          f"{format_stats(rows)}\n\n{format_local(local)}")
+    print(
+        json.dumps(rows + local, indent=2, default=str)
+        if args.json
+        else f"{format_stats(rows)}\n\n{format_local(local)}"
+    )
     return 0
 
 

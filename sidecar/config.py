@@ -70,8 +70,10 @@ class GrpcReceiverConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     bearer_token: str | None = setting(
-        None, "When set, both receivers require 'Authorization: Bearer <token>'.",
-        env=("OTELPG_BEARER_TOKEN",), secret=True,
+        None,
+        "When set, both receivers require 'Authorization: Bearer <token>'.",
+        env=("OTELPG_BEARER_TOKEN",),
+        secret=True,
     )
 
 
@@ -85,7 +87,8 @@ class TlsConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     endpoint: str = setting(
-        "127.0.0.1:9464", "Listen host:port of /metrics, /health and /api/health/ready.",
+        "127.0.0.1:9464",
+        "Listen host:port of /metrics, /health and /api/health/ready.",
         env=("OTELPG_ADMIN_ENDPOINT",),
     )
 
@@ -98,8 +101,9 @@ class BatchConfig:
         0.01, "Wait this long for more rows before a free writer flushes; batches grow only while every writer is busy."
     )
     writers: int = setting(
-        2, "Batches written at once (each on its own connection, so at most database.pool_max_size - 1). More "
-           "overlap COPYs, but concurrent batches of the same series wait on each other's rollup rows."
+        2,
+        "Batches written at once (each on its own connection, so at most database.pool_max_size - 1). More "
+        "overlap COPYs, but concurrent batches of the same series wait on each other's rollup rows.",
     )
 
 
@@ -124,8 +128,9 @@ class PartitionsConfig:
     days_ahead: int = setting(3, "Daily partitions created ahead of today.")
     days_behind: int = setting(1, "Daily partitions created behind today (late data).")
     maintenance_interval: float = setting(
-        600.0, "Seconds between partition maintenance runs: create ahead, move rows out of the default "
-               "partitions, drop past retention (`otelpg maintain` runs one, e.g. from cron)."
+        600.0,
+        "Seconds between partition maintenance runs: create ahead, move rows out of the default "
+        "partitions, drop past retention (`otelpg maintain` runs one, e.g. from cron).",
     )
 
 
@@ -162,9 +167,11 @@ class UserAnalyticsConfig:
     enabled: bool = setting(True, "Write user_analytics rows for spans and logs carrying enduser.id or user.id.")
     hash_user_ids: bool = setting(False, "Store an HMAC-SHA256 of the user id instead of the id.")
     hash_key: str | None = setting(
-        None, "Key of the user id hash. Unset: one is generated and kept in data_dir/user_hash_key "
-              "(give sidecars sharing a database the same key).",
-        env=("OTELPG_USER_HASH_KEY",), secret=True,
+        None,
+        "Key of the user id hash. Unset: one is generated and kept in data_dir/user_hash_key "
+        "(give sidecars sharing a database the same key).",
+        env=("OTELPG_USER_HASH_KEY",),
+        secret=True,
     )
 
 
@@ -195,16 +202,20 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class SpoolConfig:
-    enabled: bool = setting(True, "Spool requests to disk (fsynced, then acknowledged) while PostgreSQL is "
-                                  "unavailable or the queue is full; replay them when it is back.")
+    enabled: bool = setting(
+        True,
+        "Spool requests to disk (fsynced, then acknowledged) while PostgreSQL is "
+        "unavailable or the queue is full; replay them when it is back.",
+    )
     max_bytes: int = setting(1024 * 1024 * 1024, "Spool size limit in bytes; beyond it requests get 503.")
 
 
 @dataclass(frozen=True)
 class DeadLetterConfig:
     max_bytes: int = setting(
-        256 * 1024 * 1024, "Size limit of data_dir/dead-letter/dead-letter.jsonl, where data PostgreSQL refuses for "
-                           "good is kept with the reason; beyond it such data is counted and logged, not kept."
+        256 * 1024 * 1024,
+        "Size limit of data_dir/dead-letter/dead-letter.jsonl, where data PostgreSQL refuses for "
+        "good is kept with the reason; beyond it such data is counted and logged, not kept.",
     )
 
 
@@ -259,8 +270,9 @@ def _settings(cls: type = Config, prefix: str = "") -> list[Setting]:
         if _is_section(tp):
             out.extend(_settings(tp, f"{prefix}{f.name}."))
         else:
-            out.append(Setting(f"{prefix}{f.name}", tp, f.default, f.metadata["help"],
-                               f.metadata["env"], f.metadata["secret"]))
+            out.append(
+                Setting(f"{prefix}{f.name}", tp, f.default, f.metadata["help"], f.metadata["env"], f.metadata["secret"])
+            )
     return out
 
 
@@ -331,15 +343,29 @@ def _validate(values: dict[str, Any]) -> None:
         v = values[s.key]
         if s.type in (int, float) and v is not None and v < 0:
             raise ConfigError(s.key, f"must not be negative, got {v}")
-    for key in ("limits.max_attributes", "limits.max_attribute_value_length", "spool.max_bytes",
-                "batch.max_rows", "batch.writers", "queue.max_rows", "queue.max_bytes", "queue.max_inflight_bytes",
-                "dead_letter.max_bytes", "agent_states.max_instances",
-                "database.pool_max_size",
-                "http.max_request_body_size", "grpc.max_recv_msg_size"):
+    for key in (
+        "limits.max_attributes",
+        "limits.max_attribute_value_length",
+        "spool.max_bytes",
+        "batch.max_rows",
+        "batch.writers",
+        "queue.max_rows",
+        "queue.max_bytes",
+        "queue.max_inflight_bytes",
+        "dead_letter.max_bytes",
+        "agent_states.max_instances",
+        "database.pool_max_size",
+        "http.max_request_body_size",
+        "grpc.max_recv_msg_size",
+    ):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")
-    for key in ("partitions.maintenance_interval", "agent_states.flush_interval", "agent_states.window",
-                *(s.key for s in SETTINGS if s.key.startswith("retention."))):
+    for key in (
+        "partitions.maintenance_interval",
+        "agent_states.flush_interval",
+        "agent_states.window",
+        *(s.key for s in SETTINGS if s.key.startswith("retention.")),
+    ):
         if values[key] <= 0:
             raise ConfigError(key, f"must be positive, got {values[key]}")
     if values["database.pool_min_size"] > values["database.pool_max_size"]:

@@ -30,8 +30,12 @@ class DatabaseUnreachableError(StartupError):
 
 
 # Failures of reaching the server, not of being let in: the server may just be down.
-_UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
-                asyncpg.TooManyConnectionsError)
+_UNREACHABLE = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def _scrub(message: str, dsn: str) -> str:
@@ -52,7 +56,8 @@ async def create_pool(dsn: str, config: DatabaseConfig, *, min_size: int | None 
         await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=timeout)
     except TimeoutError:
         raise DatabaseUnreachableError(
-            f"can't reach PostgreSQL at {redact_dsn(dsn)}: no answer within {timeout:g}s") from None
+            f"can't reach PostgreSQL at {redact_dsn(dsn)}: no answer within {timeout:g}s"
+        ) from None
     except _UNREACHABLE as e:
         raise DatabaseUnreachableError(f"can't reach PostgreSQL at {redact_dsn(dsn)}: {_scrub(str(e), dsn)}") from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:

@@ -36,8 +36,7 @@ class DatabaseSnapshot(NamedTuple):
 class DatabaseUtilization:
     """The collector and its refresh loop. `interval` 0 disables both."""
 
-    def __init__(self, interval: float, registry: CollectorRegistry | None = None,
-                 query_timeout: float = 10.0) -> None:
+    def __init__(self, interval: float, registry: CollectorRegistry | None = None, query_timeout: float = 10.0) -> None:
         self.interval = interval
         self._query_timeout = query_timeout
         self.snapshot: DatabaseSnapshot | None = None
@@ -64,8 +63,10 @@ class DatabaseUtilization:
             return False
         self._failing = False
         self.snapshot = DatabaseSnapshot(
-            tuple(TableUsage(t["table_name"], t["bytes"], t["estimated_rows"], t["partitions"])
-                  for t in sorted(tables, key=lambda t: t["table_name"])),
+            tuple(
+                TableUsage(t["table_name"], t["bytes"], t["estimated_rows"], t["partitions"])
+                for t in sorted(tables, key=lambda t: t["table_name"])
+            ),
             size,
         )
         return True
@@ -78,8 +79,10 @@ class DatabaseUtilization:
         if snapshot is None:
             return
         table_bytes = GaugeMetricFamily(
-            "otelpg_database_table_bytes", "Bytes of a table with its partitions, indexes and TOAST.",
-            labels=["table"], unit="bytes",
+            "otelpg_database_table_bytes",
+            "Bytes of a table with its partitions, indexes and TOAST.",
+            labels=["table"],
+            unit="bytes",
         )
         rows = GaugeMetricFamily(
             "otelpg_database_table_rows_estimated",
@@ -87,7 +90,8 @@ class DatabaseUtilization:
             labels=["table"],
         )
         partitions = GaugeMetricFamily(
-            "otelpg_database_table_partitions", "Partitions of a table (0 when it is not partitioned).",
+            "otelpg_database_table_partitions",
+            "Partitions of a table (0 when it is not partitioned).",
             labels=["table"],
         )
         for t in snapshot.tables:
@@ -97,5 +101,9 @@ class DatabaseUtilization:
         yield table_bytes
         yield rows
         yield partitions
-        yield GaugeMetricFamily("otelpg_database_size_bytes", "Size of the whole database on disk.",
-                                value=snapshot.database_bytes, unit="bytes")
+        yield GaugeMetricFamily(
+            "otelpg_database_size_bytes",
+            "Size of the whole database on disk.",
+            value=snapshot.database_bytes,
+            unit="bytes",
+        )

@@ -125,7 +125,9 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                     await conn.execute(m.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                        m.version, m.name, m.checksum,
+                        m.version,
+                        m.name,
+                        m.checksum,
                     )
             except asyncpg.PostgresError as e:
                 raise MigrationError(f"migration {m.version:04d}_{m.name}.sql failed: {e}") from None

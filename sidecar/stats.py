@@ -30,8 +30,18 @@ from exporters.postgres.schema import (
     USER_ANALYTICS,
 )
 
-TABLES = (SYSTEM_EVENTS, PERFORMANCE_METRICS, PERFORMANCE_METRICS_1M, PERFORMANCE_METRICS_1H, USER_ANALYTICS,
-          OTEL_RESOURCES, AGENT_STATES, SYSTEM_CONFIG, METRIC_NAMES, EVENT_TYPES)
+TABLES = (
+    SYSTEM_EVENTS,
+    PERFORMANCE_METRICS,
+    PERFORMANCE_METRICS_1M,
+    PERFORMANCE_METRICS_1H,
+    USER_ANALYTICS,
+    OTEL_RESOURCES,
+    AGENT_STATES,
+    SYSTEM_CONFIG,
+    METRIC_NAMES,
+    EVENT_TYPES,
+)
 
 # The time span of a table: (column of its oldest row, column of its newest row).
 TIME_COLUMNS: dict[str, tuple[str, str]] = {
@@ -78,8 +88,8 @@ async def _partitioned_span(conn: asyncpg.Connection, table: str, column: str) -
     """(oldest, newest, rows in the default partition) of a partitioned table, reading only its first
     and last non-empty partitions and the default one."""
     parts = await conn.fetch(
-        "SELECT partition, is_default FROM otelpg_partitions WHERE parent = $1 "
-        "ORDER BY is_default, range_start", table,
+        "SELECT partition, is_default FROM otelpg_partitions WHERE parent = $1 ORDER BY is_default, range_start",
+        table,
     )
     ranged = [r["partition"] for r in parts if not r["is_default"]]
     default = next((r["partition"] for r in parts if r["is_default"]), None)
@@ -179,9 +189,11 @@ def format_local(rows: list[dict[str, Any]]) -> str:
     lines = [f"spool: {spool['rows']} segment(s), {_size(spool['bytes'])} waiting for replay ({spool['path']})"]
     if letters["rows"]:
         latest = letters["latest"]
-        lines.append(f"dead letters: {letters['rows']} ({letters['items']} items, {_size(letters['bytes'])}) in "
-                     f"{letters['path']}; latest {_when(latest['time'])} {latest['signal']} of "
-                     f"{', '.join(latest['services'] or ['?'])}: {latest['reason']}")
+        lines.append(
+            f"dead letters: {letters['rows']} ({letters['items']} items, {_size(letters['bytes'])}) in "
+            f"{letters['path']}; latest {_when(latest['time'])} {latest['signal']} of "
+            f"{', '.join(latest['services'] or ['?'])}: {latest['reason']}"
+        )
     else:
         lines.append("dead letters: none")
     return "\n".join(lines)
@@ -203,8 +215,10 @@ def _when(t: str | None) -> str:
 
 
 def format_stats(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'table':<24}{'rows':>14}{'bytes':>12}{'share':>8}{'partitions':>12}{'in default':>12}"
-            f"  {'oldest':<21}{'newest':<21}{'inserted':>14}")
+    head = (
+        f"{'table':<24}{'rows':>14}{'bytes':>12}{'share':>8}{'partitions':>12}{'in default':>12}"
+        f"  {'oldest':<21}{'newest':<21}{'inserted':>14}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         if r["table"] == TOTAL:
@@ -214,11 +228,15 @@ def format_stats(rows: list[dict[str, Any]]) -> str:
         share = "-" if r.get("share") is None else f"{100 * r['share']:.1f}%"
         default = "-" if r.get("default_partition_rows") is None else f"{r['default_partition_rows']:,}"
         inserted = "-" if r.get("inserted") is None else f"{r['inserted']:,}"
-        lines.append(f"{r['table']:<24}{count:>14}{_size(r['bytes']):>12}{share:>8}{parts:>12}{default:>12}"
-                     f"  {_when(r.get('oldest')):<21}{_when(r.get('newest')):<21}{inserted:>14}")
+        lines.append(
+            f"{r['table']:<24}{count:>14}{_size(r['bytes']):>12}{share:>8}{parts:>12}{default:>12}"
+            f"  {_when(r.get('oldest')):<21}{_when(r.get('newest')):<21}{inserted:>14}"
+        )
     total = next((r for r in rows if r["table"] == TOTAL), None)
     if total is not None:
-        lines.append(f"database size {_size(total['database_bytes'])}; otelpg's tables take "
-                     f"{100 * (total['share'] or 0):.1f}% of it. 'inserted' counts rows since the last "
-                     "statistics reset (partitions dropped since are not included).")
+        lines.append(
+            f"database size {_size(total['database_bytes'])}; otelpg's tables take "
+            f"{100 * (total['share'] or 0):.1f}% of it. 'inserted' counts rows since the last "
+            "statistics reset (partitions dropped since are not included)."
+        )
     return "\n".join(lines)

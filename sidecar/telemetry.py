@@ -41,25 +41,36 @@ class Telemetry:
         build.labels(__version__, platform.python_version()).set(1)
 
         self.accepted = {
-            item: Counter(f"otelpg_receiver_accepted_{item}", f"OTLP {item} received and stored.",
-                          ["transport"], registry=registry)
+            item: Counter(
+                f"otelpg_receiver_accepted_{item}",
+                f"OTLP {item} received and stored.",
+                ["transport"],
+                registry=registry,
+            )
             for item in ITEMS
         }
         self.refused = {
-            item: Counter(f"otelpg_receiver_refused_{item}",
-                          f"OTLP {item} not stored: refused requests and partial-success rejects.",
-                          ["transport", "reason"], registry=registry)
+            item: Counter(
+                f"otelpg_receiver_refused_{item}",
+                f"OTLP {item} not stored: refused requests and partial-success rejects.",
+                ["transport", "reason"],
+                registry=registry,
+            )
             for item in ITEMS
         }
         self.refused_requests = Counter(
-            "otelpg_receiver_refused_requests", "OTLP requests answered with an error, by reason.",
-            ["transport", "reason"], registry=registry,
+            "otelpg_receiver_refused_requests",
+            "OTLP requests answered with an error, by reason.",
+            ["transport", "reason"],
+            registry=registry,
         )
         self.sent_rows = Counter(
             "otelpg_exporter_sent_rows", "Rows committed to PostgreSQL.", ["table"], registry=registry
         )
         self.send_failed_rows = Counter(
-            "otelpg_exporter_send_failed_rows", "Rows whose COPY failed.", ["table", "error_type"],
+            "otelpg_exporter_send_failed_rows",
+            "Rows whose COPY failed.",
+            ["table", "error_type"],
             registry=registry,
         )
         self.retries = Counter(
@@ -68,27 +79,35 @@ class Telemetry:
         self.spool_bytes = Gauge("otelpg_spool_bytes", "Bytes in the durable spool.", registry=registry)
         self.spool_capacity = Gauge("otelpg_spool_capacity_bytes", "Size limit of the spool.", registry=registry)
         self.spooled_requests = Counter(
-            "otelpg_spool_appended_requests", "Acknowledged requests written to the spool.", ["signal"],
+            "otelpg_spool_appended_requests",
+            "Acknowledged requests written to the spool.",
+            ["signal"],
             registry=registry,
         )
         self.spool_replayed_rows = Counter(
             "otelpg_spool_replayed_rows", "Rows committed to PostgreSQL from the spool.", registry=registry
         )
         self.copy_duration = Histogram(
-            "otelpg_copy_duration_seconds", "Duration of one batch write (COPY of every table + commit).",
-            buckets=COPY_BUCKETS, registry=registry,
+            "otelpg_copy_duration_seconds",
+            "Duration of one batch write (COPY of every table + commit).",
+            buckets=COPY_BUCKETS,
+            registry=registry,
         )
         self.batch_rows = Histogram(
-            "otelpg_batch_rows", "Rows per committed batch.",
-            buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000), registry=registry,
+            "otelpg_batch_rows",
+            "Rows per committed batch.",
+            buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+            registry=registry,
         )
         self.queue_size = Gauge("otelpg_exporter_queue_size", "Rows waiting to be written.", registry=registry)
         self.inflight_bytes = Gauge(
-            "otelpg_receiver_inflight_bytes", "Decompressed request bytes being handled (admission control).",
+            "otelpg_receiver_inflight_bytes",
+            "Decompressed request bytes being handled (admission control).",
             registry=registry,
         )
         self.inflight_capacity = Gauge(
-            "otelpg_receiver_inflight_capacity_bytes", "Request bytes handled at once before 503 / UNAVAILABLE.",
+            "otelpg_receiver_inflight_capacity_bytes",
+            "Request bytes handled at once before 503 / UNAVAILABLE.",
             registry=registry,
         )
         self.queue_capacity = Gauge(
@@ -105,20 +124,32 @@ class Telemetry:
 
     def bind_truncations(self, counts: dict[str, int]) -> None:
         """Export the mapping's truncation counts (a dict it increments) as a counter family."""
-        self.registry.register(_DictCounter(
-            "otelpg_mapping_truncated", "Attributes dropped, values truncated, and indexed names and keys cut, at "
-            "the configured limits.", "what", lambda: counts,
-        ))
+        self.registry.register(
+            _DictCounter(
+                "otelpg_mapping_truncated",
+                "Attributes dropped, values truncated, and indexed names and keys cut, at the configured limits.",
+                "what",
+                lambda: counts,
+            )
+        )
 
-    def bind_counter(self, name: str, documentation: str, read: Callable[[], dict[str, int]] | Callable[[], int],
-                     label: str | None = None) -> None:
+    def bind_counter(
+        self,
+        name: str,
+        documentation: str,
+        read: Callable[[], dict[str, int]] | Callable[[], int],
+        label: str | None = None,
+    ) -> None:
         """A counter read at scrape time from a component's running total (`read()` an int), or a
         family of them by `label` (`read()` a dict)."""
         self.registry.register(_DictCounter(name, documentation, label, read))
 
     def bind_dead_letter(self, entries: Callable[[], float], size: Callable[[], float]) -> None:
-        Gauge("otelpg_dead_letter_entries", "Requests (or parts) PostgreSQL refused for good, kept in the "
-              "dead-letter file.", registry=self.registry).set_function(entries)
+        Gauge(
+            "otelpg_dead_letter_entries",
+            "Requests (or parts) PostgreSQL refused for good, kept in the dead-letter file.",
+            registry=self.registry,
+        ).set_function(entries)
         Gauge("otelpg_dead_letter_bytes", "Size of the dead-letter file.", registry=self.registry).set_function(size)
 
     def bind_queue(self, size: Callable[[], float], capacity: float) -> None:

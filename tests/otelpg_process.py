@@ -39,7 +39,10 @@ class OtelpgProcess:
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar.cli", "run", *self.args],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + timeout

@@ -40,18 +40,25 @@ def http_exporters(base: str, compression: str | None = None, headers: dict[str,
     )
 
 
-def grpc_exporters(target: str, compression: str | None = None, headers: dict[str, str] | None = None,
-                   temporality: str = "cumulative") -> Exporters:
+def grpc_exporters(
+    target: str, compression: str | None = None, headers: dict[str, str] | None = None, temporality: str = "cumulative"
+) -> Exporters:
     import grpc
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     comp = grpc.Compression.Gzip if compression == "gzip" else None
-    kw = {"endpoint": f"http://{target}", "insecure": True, "compression": comp,
-          "headers": tuple((headers or {}).items()) or None, "timeout": 10}
+    kw = {
+        "endpoint": f"http://{target}",
+        "insecure": True,
+        "compression": comp,
+        "headers": tuple((headers or {}).items()) or None,
+        "timeout": 10,
+    }
     return Exporters(
-        OTLPSpanExporter(**kw), OTLPLogExporter(**kw),
+        OTLPSpanExporter(**kw),
+        OTLPLogExporter(**kw),
         OTLPMetricExporter(**kw, preferred_temporality=_temporality(temporality)),
     )
 
@@ -68,12 +75,14 @@ def send_spans(exporter: object) -> None:
     provider = TracerProvider(resource=RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("shop.tracer", "1.2.3")
-    with tracer.start_as_current_span("GET /cart", kind=SpanKind.SERVER,
-                                      attributes={"http.route": "/cart", "http.status_code": 200}) as root:
+    with tracer.start_as_current_span(
+        "GET /cart", kind=SpanKind.SERVER, attributes={"http.route": "/cart", "http.status_code": 200}
+    ) as root:
         root.add_event("cache.miss", {"key": "cart:42"})
         link = Link(root.get_span_context(), {"link.kind": "cause"})
-        with tracer.start_as_current_span("SELECT carts", kind=SpanKind.CLIENT, links=[link],
-                                          attributes={"db.system": "postgresql"}):
+        with tracer.start_as_current_span(
+            "SELECT carts", kind=SpanKind.CLIENT, links=[link], attributes={"db.system": "postgresql"}
+        ):
             pass
         with tracer.start_as_current_span("charge", attributes={"amount": 12.5}) as failing:
             failing.record_exception(ValueError("card declined"))
@@ -82,8 +91,11 @@ def send_spans(exporter: object) -> None:
 
 
 SEVERITIES = [
-    (logging.DEBUG, "debug"), (logging.INFO, "info"), (logging.WARNING, "warn"),
-    (logging.ERROR, "error"), (logging.CRITICAL, "fatal"),
+    (logging.DEBUG, "debug"),
+    (logging.INFO, "info"),
+    (logging.WARNING, "warn"),
+    (logging.ERROR, "error"),
+    (logging.CRITICAL, "fatal"),
 ]
 
 

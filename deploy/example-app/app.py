@@ -55,8 +55,11 @@ def _exporters(endpoint: str | None, protocol: str) -> tuple[object, object, obj
     if endpoint is None:  # the exporters append /v1/<signal> to OTEL_EXPORTER_OTLP_ENDPOINT themselves
         return OTLPSpanExporter(), OTLPLogExporter(), OTLPMetricExporter()
     base = endpoint.rstrip("/")
-    return (OTLPSpanExporter(endpoint=f"{base}/v1/traces"), OTLPLogExporter(endpoint=f"{base}/v1/logs"),
-            OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
+    return (
+        OTLPSpanExporter(endpoint=f"{base}/v1/traces"),
+        OTLPLogExporter(endpoint=f"{base}/v1/logs"),
+        OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
+    )
 
 
 @dataclass
@@ -72,10 +75,14 @@ class Service:
 
     @classmethod
     def start(cls, name: str, endpoint: str | None, protocol: str, metric_interval_ms: int) -> Service:
-        resource = Resource.create({
-            "service.name": name, "service.version": "1.4.2", "deployment.environment.name": "demo",
-            "service.instance.id": f"{name}-{socket.gethostname()}-{os.getpid()}",
-        })
+        resource = Resource.create(
+            {
+                "service.name": name,
+                "service.version": "1.4.2",
+                "deployment.environment.name": "demo",
+                "service.instance.id": f"{name}-{socket.gethostname()}-{os.getpid()}",
+            }
+        )
         spans, logs, metrics = _exporters(endpoint, protocol)
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(spans))
@@ -89,8 +96,9 @@ class Service:
         with warnings.catch_warnings():  # newer SDKs point to opentelemetry-instrumentation-logging
             warnings.simplefilter("ignore", DeprecationWarning)
             log.addHandler(LoggingHandler(level=logging.DEBUG, logger_provider=logger_provider))
-        return cls(name, tracer_provider.get_tracer("shop", "1.4.2"), log, tracer_provider, logger_provider,
-                   meter_provider)
+        return cls(
+            name, tracer_provider.get_tracer("shop", "1.4.2"), log, tracer_provider, logger_provider, meter_provider
+        )
 
     def emit_log(self, level: int, at_ns: int, msg: str, **attributes: object) -> None:
         """A log record at a given time, inside the current span (so it carries the trace id)."""
@@ -105,23 +113,43 @@ class Service:
 
 
 class Shop:
-    def __init__(self, endpoint: str | None, protocol: str, metric_interval_ms: int | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, endpoint: str | None, protocol: str, metric_interval_ms: int | None = None, seed: int | None = None
+    ) -> None:
         metric_interval_ms = metric_interval_ms or int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
         self.rng = random.Random(seed)
         self.frontend = Service.start("frontend", endpoint, protocol, metric_interval_ms)
         self.checkout = Service.start("checkout", endpoint, protocol, metric_interval_ms)
         meter = self.frontend.meter_provider.get_meter("shop", "1.4.2")
         self.duration = meter.create_histogram(
-            "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
+            "http.server.request.duration",
+            unit="s",
+            description="Duration of HTTP server requests.",
             # the semantic conventions' buckets (the SDK's defaults are meant for milliseconds)
-            explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5,
-                                                 7.5, 10])
+            explicit_bucket_boundaries_advisory=[
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.075,
+                0.1,
+                0.25,
+                0.5,
+                0.75,
+                1,
+                2.5,
+                5,
+                7.5,
+                10,
+            ],
+        )
         self.orders = self.checkout.meter_provider.get_meter("shop", "1.4.2").create_counter(
-            "shop.orders", unit="{order}", description="Orders placed.")
+            "shop.orders", unit="{order}", description="Orders placed."
+        )
         self.queue_depth = 0
         self.checkout.meter_provider.get_meter("shop", "1.4.2").create_observable_gauge(
-            "shop.payment.queue.depth", [lambda options: [_observation(self.queue_depth)]], unit="{payment}")
+            "shop.payment.queue.depth", [lambda options: [_observation(self.queue_depth)]], unit="{payment}"
+        )
 
     def _seconds(self, typical: float) -> float:
         """A long-tailed latency around `typical` seconds (a few slow outliers)."""
@@ -135,16 +163,23 @@ class Shop:
         start_ns = end_ns - int(total * 1e9)
         failed = route == "POST /checkout" and self.rng.random() < 0.15
         fe = self.frontend
-        with fe.tracer.start_as_current_span(route, kind=SpanKind.SERVER, start_time=start_ns, end_on_exit=False,
-                                             attributes={"http.request.method": route.split()[0],
-                                                         "http.route": route.split()[1]}) as server:
+        with fe.tracer.start_as_current_span(
+            route,
+            kind=SpanKind.SERVER,
+            start_time=start_ns,
+            end_on_exit=False,
+            attributes={"http.request.method": route.split()[0], "http.route": route.split()[1]},
+        ) as server:
             fe.emit_log(logging.DEBUG, start_ns, f"handling {route}", **{"http.route": route.split()[1]})
             if route == "POST /checkout":
                 self._checkout(start_ns, end_ns, failed)
             elif route == "GET /products/{id}":
                 product = self.rng.choice(PRODUCTS)
-                server.add_event("cache.miss" if self.rng.random() < 0.3 else "cache.hit", {"product": product},
-                                 timestamp=start_ns + 1000)
+                server.add_event(
+                    "cache.miss" if self.rng.random() < 0.3 else "cache.hit",
+                    {"product": product},
+                    timestamp=start_ns + 1000,
+                )
             status = 500 if failed else 200
             server.set_attribute("http.response.status_code", status)
             if failed:
@@ -161,14 +196,20 @@ class Shop:
         fe, co = self.frontend, self.checkout
         call_start = start_ns + (end_ns - start_ns) // 10
         call_end = end_ns - (end_ns - start_ns) // 10
-        with fe.tracer.start_as_current_span("POST checkout/charge", kind=SpanKind.CLIENT, start_time=call_start,
-                                             end_on_exit=False) as client:
-            with co.tracer.start_as_current_span("charge", kind=SpanKind.SERVER, start_time=call_start + 200_000,
-                                                 end_on_exit=False) as charge:
+        with fe.tracer.start_as_current_span(
+            "POST checkout/charge", kind=SpanKind.CLIENT, start_time=call_start, end_on_exit=False
+        ) as client:
+            with co.tracer.start_as_current_span(
+                "charge", kind=SpanKind.SERVER, start_time=call_start + 200_000, end_on_exit=False
+            ) as charge:
                 db_end = call_start + (call_end - call_start) // 2
-                with co.tracer.start_as_current_span("SELECT payments", kind=SpanKind.CLIENT,
-                                                     start_time=call_start + 300_000, end_on_exit=False,
-                                                     attributes={"db.system.name": "postgresql"}) as query:
+                with co.tracer.start_as_current_span(
+                    "SELECT payments",
+                    kind=SpanKind.CLIENT,
+                    start_time=call_start + 300_000,
+                    end_on_exit=False,
+                    attributes={"db.system.name": "postgresql"},
+                ) as query:
                     query.end(end_time=db_end)
                 if failed:
                     try:
@@ -197,8 +238,9 @@ def _observation(value: float) -> object:
     return Observation(value)
 
 
-def simulate(shop: Shop, iterations: int, rate: float, backfill: float = 0.0,
-             stopping: threading.Event | None = None) -> int:
+def simulate(
+    shop: Shop, iterations: int, rate: float, backfill: float = 0.0, stopping: threading.Event | None = None
+) -> int:
     """Simulate `iterations` requests (0: until `stopping` is set), `rate` per second (0: no pause).
     With `backfill`, request end times are spread evenly over the last `backfill` seconds."""
     stopping = stopping or threading.Event()
@@ -216,14 +258,17 @@ def simulate(shop: Shop, iterations: int, rate: float, backfill: float = 0.0,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--endpoint", default=None,
-                        help="OTLP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else the SDK default)")
-    parser.add_argument("--protocol", default=os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-                        choices=["grpc", "http/protobuf"])
+    parser.add_argument(
+        "--endpoint", default=None, help="OTLP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else the SDK default)"
+    )
+    parser.add_argument(
+        "--protocol", default=os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), choices=["grpc", "http/protobuf"]
+    )
     parser.add_argument("--iterations", type=int, default=0, help="requests to simulate; 0 = until SIGTERM")
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second; 0 = as fast as possible")
-    parser.add_argument("--backfill", type=float, default=0.0,
-                        help="spread span and log timestamps evenly over the last N seconds")
+    parser.add_argument(
+        "--backfill", type=float, default=0.0, help="spread span and log timestamps evenly over the last N seconds"
+    )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
 

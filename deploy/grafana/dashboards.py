@@ -53,12 +53,15 @@ def tiered(raw: str, rollup: str, tail: str = "") -> str:
     """One SELECT per tier, glued with UNION ALL. `raw` and `rollup` contain @GUARD@; `rollup` also
     @TABLE@ (the rollup table) and @WIDTH@ (its bucket width in seconds). `tail` (ORDER BY ...)
     applies to the union."""
-    header = (f"-- raw rows up to {RAW_MAX}, then the 1-minute rollup up to {MINUTE_MAX}, "
-              "then the 1-hour rollup (see deploy/README.md)")
+    header = (
+        f"-- raw rows up to {RAW_MAX}, then the 1-minute rollup up to {MINUTE_MAX}, "
+        "then the 1-hour rollup (see deploy/README.md)"
+    )
     parts = [sql(raw).replace("@GUARD@", TIER_GUARD["raw"])]
     for tier, (table, width) in ROLLUPS.items():
-        parts.append(sql(rollup).replace("@GUARD@", TIER_GUARD[tier]).replace("@TABLE@", table)
-                     .replace("@WIDTH@", str(width)))
+        parts.append(
+            sql(rollup).replace("@GUARD@", TIER_GUARD[tier]).replace("@TABLE@", table).replace("@WIDTH@", str(width))
+        )
     body = "\nUNION ALL\n".join(f"(\n{textwrap.indent(p, '  ')}\n)" for p in parts)
     return f"{header}\n{body}" + (f"\n{sql(tail)}" if tail else "")
 
@@ -71,63 +74,134 @@ def tiered(raw: str, rollup: str, tail: str = "") -> str:
 
 
 def target(raw_sql: str, fmt: str = "time_series", ref: str = "A") -> dict:
-    return {"refId": ref, "datasource": PG, "editorMode": "code", "format": fmt, "rawQuery": True,
-            "rawSql": raw_sql}
+    return {"refId": ref, "datasource": PG, "editorMode": "code", "format": fmt, "rawQuery": True, "rawSql": raw_sql}
 
 
 def prom_target(expr: str, legend: str, ref: str = "A") -> dict:
-    return {"refId": ref, "datasource": PROM, "editorMode": "code", "expr": expr, "legendFormat": legend,
-            "range": True}
+    return {"refId": ref, "datasource": PROM, "editorMode": "code", "expr": expr, "legendFormat": legend, "range": True}
 
 
-def timeseries(title: str, query: str, *, unit: str = "short", description: str = "", w: int = 12, h: int = 8,
-               bars: bool = False, stack: bool = False, overrides: list | None = None, min_zero: bool = True) -> dict:
-    custom = {"drawStyle": "bars" if bars else "line", "lineWidth": 1, "fillOpacity": 80 if bars else 10,
-              "showPoints": "never", "spanNulls": False, "axisSoftMin": 0 if min_zero else None,
-              "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
+def timeseries(
+    title: str,
+    query: str,
+    *,
+    unit: str = "short",
+    description: str = "",
+    w: int = 12,
+    h: int = 8,
+    bars: bool = False,
+    stack: bool = False,
+    overrides: list | None = None,
+    min_zero: bool = True,
+) -> dict:
+    custom = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 80 if bars else 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "axisSoftMin": 0 if min_zero else None,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+    }
     custom = {k: v for k, v in custom.items() if v is not None}
-    return {"type": "timeseries", "title": title, "description": description, "datasource": PG,
-            "targets": [target(query)], "_size": (w, h),
-            "fieldConfig": {"defaults": {"unit": unit, "custom": custom}, "overrides": overrides or []},
-            "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]},
-                        "tooltip": {"mode": "multi", "sort": "desc"}}}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": PG,
+        "targets": [target(query)],
+        "_size": (w, h),
+        "fieldConfig": {"defaults": {"unit": unit, "custom": custom}, "overrides": overrides or []},
+        "options": {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
 
 
-def table(title: str, query: str, *, description: str = "", w: int = 24, h: int = 9,
-          overrides: list | None = None, sort: str | None = None) -> dict:
+def table(
+    title: str,
+    query: str,
+    *,
+    description: str = "",
+    w: int = 24,
+    h: int = 9,
+    overrides: list | None = None,
+    sort: str | None = None,
+) -> dict:
     options: dict = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}}
     if sort:
         options["sortBy"] = [{"displayName": sort, "desc": True}]
-    return {"type": "table", "title": title, "description": description, "datasource": PG,
-            "targets": [target(query, "table")], "_size": (w, h),
-            "fieldConfig": {"defaults": {"custom": {"align": "auto", "filterable": True}},
-                            "overrides": overrides or []},
-            "options": options}
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": PG,
+        "targets": [target(query, "table")],
+        "_size": (w, h),
+        "fieldConfig": {"defaults": {"custom": {"align": "auto", "filterable": True}}, "overrides": overrides or []},
+        "options": options,
+    }
 
 
-def stat(title: str, query: str, *, unit: str = "short", description: str = "", w: int = 6, h: int = 4,
-         thresholds: list | None = None, decimals: int | None = None) -> dict:
-    defaults: dict = {"unit": unit, "color": {"mode": "thresholds"},
-                      "thresholds": {"mode": "absolute",
-                                     "steps": thresholds or [{"color": "green", "value": None}]}}
+def stat(
+    title: str,
+    query: str,
+    *,
+    unit: str = "short",
+    description: str = "",
+    w: int = 6,
+    h: int = 4,
+    thresholds: list | None = None,
+    decimals: int | None = None,
+) -> dict:
+    defaults: dict = {
+        "unit": unit,
+        "color": {"mode": "thresholds"},
+        "thresholds": {"mode": "absolute", "steps": thresholds or [{"color": "green", "value": None}]},
+    }
     if decimals is not None:
         defaults["decimals"] = decimals
-    return {"type": "stat", "title": title, "description": description, "datasource": PG,
-            "targets": [target(query, "table")], "_size": (w, h),
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                        "colorMode": "value", "graphMode": "none", "textMode": "auto", "justifyMode": "auto"}}
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": PG,
+        "targets": [target(query, "table")],
+        "_size": (w, h),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "auto",
+            "justifyMode": "auto",
+        },
+    }
 
 
-def prom_timeseries(title: str, targets: list[dict], *, unit: str, description: str = "", w: int = 12,
-                    h: int = 8) -> dict:
-    return {"type": "timeseries", "title": title, "description": description, "datasource": PROM,
-            "targets": targets, "_size": (w, h),
-            "fieldConfig": {"defaults": {"unit": unit, "custom": {"drawStyle": "line", "fillOpacity": 10,
-                                                                   "showPoints": "never", "axisSoftMin": 0}},
-                            "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom"},
-                        "tooltip": {"mode": "multi", "sort": "desc"}}}
+def prom_timeseries(
+    title: str, targets: list[dict], *, unit: str, description: str = "", w: int = 12, h: int = 8
+) -> dict:
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": PROM,
+        "targets": targets,
+        "_size": (w, h),
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "custom": {"drawStyle": "line", "fillOpacity": 10, "showPoints": "never", "axisSoftMin": 0},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
 
 
 def prom_stat(title: str, expr: str, *, unit: str, description: str = "", w: int = 6, h: int = 4) -> dict:
@@ -143,8 +217,10 @@ def row(title: str) -> dict:
 
 
 def link_override(field: str, title: str, url: str) -> dict:
-    return {"matcher": {"id": "byName", "options": field},
-            "properties": [{"id": "links", "value": [{"title": title, "url": url}]}]}
+    return {
+        "matcher": {"id": "byName", "options": field},
+        "properties": [{"id": "links", "value": [{"title": title, "url": url}]}],
+    }
 
 
 def unit_override(pattern: str, unit: str, decimals: int | None = None) -> dict:
@@ -155,27 +231,61 @@ def unit_override(pattern: str, unit: str, decimals: int | None = None) -> dict:
 
 
 def color_override(field: str, mapping: dict[str, str]) -> dict:
-    return {"matcher": {"id": "byName", "options": field},
-            "properties": [
-                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                {"id": "mappings", "value": [{"type": "value", "options": {
-                    k: {"color": v, "index": i} for i, (k, v) in enumerate(mapping.items())}}]},
-            ]}
+    return {
+        "matcher": {"id": "byName", "options": field},
+        "properties": [
+            {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+            {
+                "id": "mappings",
+                "value": [
+                    {
+                        "type": "value",
+                        "options": {k: {"color": v, "index": i} for i, (k, v) in enumerate(mapping.items())},
+                    }
+                ],
+            },
+        ],
+    }
 
 
-SEVERITY_COLORS = {"trace": "text", "debug": "blue", "info": "green", "warn": "orange", "error": "red",
-                   "fatal": "dark-red"}
+SEVERITY_COLORS = {
+    "trace": "text",
+    "debug": "blue",
+    "info": "green",
+    "warn": "orange",
+    "error": "red",
+    "fatal": "dark-red",
+}
 TRACE_LINK = "/d/otelpg-traces/otelpg-traces-and-events?var-trace_id=${__value.raw}&${__url_time_range}"
 
 
 # --- variables --------------------------------------------------------------------------------------
 
 
-def query_var(name: str, label: str, query: str, *, multi: bool = True, include_all: bool = True,
-              refresh: int = 1, current: str | None = None) -> dict:
-    var = {"type": "query", "name": name, "label": label, "datasource": PG, "query": query,
-           "definition": query, "refresh": refresh, "multi": multi, "includeAll": include_all,
-           "sort": 1, "options": [], "hide": 0}
+def query_var(
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool = True,
+    include_all: bool = True,
+    refresh: int = 1,
+    current: str | None = None,
+) -> dict:
+    var = {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": PG,
+        "query": query,
+        "definition": query,
+        "refresh": refresh,
+        "multi": multi,
+        "includeAll": include_all,
+        "sort": 1,
+        "options": [],
+        "hide": 0,
+    }
     if current is not None:
         var["current"] = {"selected": True, "text": [current], "value": [current]}
     elif include_all:
@@ -183,27 +293,52 @@ def query_var(name: str, label: str, query: str, *, multi: bool = True, include_
     return var
 
 
-def custom_var(name: str, label: str, values: list[str], *, multi: bool, include_all: bool,
-               current: str | None = None) -> dict:
+def custom_var(
+    name: str, label: str, values: list[str], *, multi: bool, include_all: bool, current: str | None = None
+) -> dict:
     """current=None with include_all: All selected."""
     text, value = (current, current) if current is not None else ("All", "$__all")
     if multi:
         text, value = [text], [value]
-    return {"type": "custom", "name": name, "label": label, "query": ",".join(values), "multi": multi,
-            "includeAll": include_all, "hide": 0,
-            "current": {"selected": True, "text": text, "value": value},
-            "options": [{"selected": v == current, "text": v, "value": v} for v in values]}
+    return {
+        "type": "custom",
+        "name": name,
+        "label": label,
+        "query": ",".join(values),
+        "multi": multi,
+        "includeAll": include_all,
+        "hide": 0,
+        "current": {"selected": True, "text": text, "value": value},
+        "options": [{"selected": v == current, "text": v, "value": v} for v in values],
+    }
 
 
 def textbox_var(name: str, label: str, default: str = "") -> dict:
-    return {"type": "textbox", "name": name, "label": label, "query": default, "hide": 0,
-            "current": {"selected": False, "text": default, "value": default},
-            "options": [{"selected": True, "text": default, "value": default}]}
+    return {
+        "type": "textbox",
+        "name": name,
+        "label": label,
+        "query": default,
+        "hide": 0,
+        "current": {"selected": False, "text": default, "value": default},
+        "options": [{"selected": True, "text": default, "value": default}],
+    }
 
 
 def datasource_var(name: str, label: str, plugin: str) -> dict:
-    return {"type": "datasource", "name": name, "label": label, "query": plugin, "refresh": 1, "hide": 0,
-            "current": {}, "regex": "", "multi": False, "includeAll": False, "options": []}
+    return {
+        "type": "datasource",
+        "name": name,
+        "label": label,
+        "query": plugin,
+        "refresh": 1,
+        "hide": 0,
+        "current": {},
+        "regex": "",
+        "multi": False,
+        "includeAll": False,
+        "options": [],
+    }
 
 
 SERVICE_VAR = query_var("service", "Service", "SELECT service_name FROM otelpg_services ORDER BY 1")
@@ -229,14 +364,32 @@ def layout(panels: list[dict]) -> list[dict]:
     return out
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[dict], variables: list[dict],
-              time_from: str = "now-1h") -> dict:
+def dashboard(
+    uid: str, title: str, description: str, panels: list[dict], variables: list[dict], time_from: str = "now-1h"
+) -> dict:
     return {
-        "uid": uid, "title": title, "description": description, "tags": TAGS, "editable": True,
-        "schemaVersion": 39, "version": 1, "graphTooltip": 1, "refresh": "30s",
-        "time": {"from": time_from, "to": "now"}, "timepicker": {}, "timezone": "browser",
-        "links": [{"type": "dashboards", "tags": TAGS, "asDropdown": True, "title": "otelpg",
-                   "includeVars": False, "keepTime": True}],
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": TAGS,
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "links": [
+            {
+                "type": "dashboards",
+                "tags": TAGS,
+                "asDropdown": True,
+                "title": "otelpg",
+                "includeVars": False,
+                "keepTime": True,
+            }
+        ],
         "templating": {"list": variables},
         "annotations": {"list": []},
         "panels": layout(panels),
@@ -269,7 +422,8 @@ def services_overview() -> dict:
           AND @GUARD@
         GROUP BY 1, 2
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     error_rate = tiered(
         f"""
         SELECT $__timeGroupAlias(timestamp, $__interval), service_name AS metric,
@@ -288,7 +442,8 @@ def services_overview() -> dict:
           AND @GUARD@
         GROUP BY 1, 2
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     latency = tiered(
         f"""
         SELECT "time", service_name, q[1] AS p50, q[2] AS p95, q[3] AS p99
@@ -315,7 +470,8 @@ def services_overview() -> dict:
           GROUP BY 1, 2
         ) s
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
 
     # Whole-range figures: no GROUP BY, so each tier's SELECT repeats its guard in HAVING (an
     # aggregate over no rows still returns one row).
@@ -334,7 +490,8 @@ def services_overview() -> dict:
             WHERE $__timeFilter(bucket) AND {_REQUESTS_ROLLUP}
               AND @GUARD@
             HAVING @GUARD@
-            """)
+            """,
+        )
 
     seconds = "extract(epoch from " + RANGE + ")"
     stat_rate = whole_range(f"count(*) / {seconds}", f"sum(sample_count) / {seconds}", "requests/s")
@@ -342,15 +499,20 @@ def services_overview() -> dict:
         "100.0 * count(*) FILTER (WHERE severity = 'error') / nullif(count(*), 0)",
         "100.0 * coalesce(sum(sample_count) FILTER (WHERE tags->>'status.code' = 'STATUS_CODE_ERROR'), 0)"
         " / nullif(sum(sample_count), 0)",
-        "error %")
+        "error %",
+    )
     stat_p95 = whole_range(
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)",
         "1000 * otelpg_histogram_quantile(0.95, max(bucket_bounds), otelpg_sum_buckets(bucket_counts))",
-        "p95 ms", " AND duration_ms IS NOT NULL")
+        "p95 ms",
+        " AND duration_ms IS NOT NULL",
+    )
     stat_p99 = whole_range(
         "percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)",
         "1000 * otelpg_histogram_quantile(0.99, max(bucket_bounds), otelpg_sum_buckets(bucket_counts))",
-        "p99 ms", " AND duration_ms IS NOT NULL")
+        "p99 ms",
+        " AND duration_ms IS NOT NULL",
+    )
 
     operations = tiered(
         f"""
@@ -380,32 +542,68 @@ def services_overview() -> dict:
           AND @GUARD@
         GROUP BY 1, 2, 3
         """,
-        "ORDER BY calls DESC, service, operation\nLIMIT 100")
+        "ORDER BY calls DESC, service, operation\nLIMIT 100",
+    )
 
     percent = [{"color": "green", "value": None}, {"color": "orange", "value": 1}, {"color": "red", "value": 5}]
     panels = [
-        stat("Requests/s", stat_rate, unit="reqps", decimals=2,
-             description="Server and consumer spans per second over the time range."),
-        stat("Error rate", stat_errors, unit="percent", thresholds=percent, decimals=2,
-             description="Share of server and consumer spans with status ERROR."),
+        stat(
+            "Requests/s",
+            stat_rate,
+            unit="reqps",
+            decimals=2,
+            description="Server and consumer spans per second over the time range.",
+        ),
+        stat(
+            "Error rate",
+            stat_errors,
+            unit="percent",
+            thresholds=percent,
+            decimals=2,
+            description="Share of server and consumer spans with status ERROR.",
+        ),
         stat("p95 latency", stat_p95, unit="ms", decimals=1),
         stat("p99 latency", stat_p99, unit="ms", decimals=1),
-        timeseries("Request rate by service", request_rate, unit="reqps",
-                   description="Server and consumer spans per second (raw spans for short ranges, the span "
-                               "aggregates in the rollups for long ones)."),
-        timeseries("Error rate by service", error_rate, unit="percent",
-                   description="Share of server and consumer spans whose status is ERROR."),
-        timeseries("Latency p50 / p95 / p99 by service", latency, unit="ms", w=24,
-                   description="Exact percentiles of span durations for short ranges; "
-                               "otelpg_histogram_quantile over the merged duration histograms for long ones."),
-        table("Operations", operations, sort="calls",
-              description="Every span name by service and kind, busiest first.",
-              overrides=[unit_override("ms$", "ms", 1), unit_override("^error %$", "percent", 2),
-                         unit_override("^calls/s$", "reqps", 2)]),
+        timeseries(
+            "Request rate by service",
+            request_rate,
+            unit="reqps",
+            description="Server and consumer spans per second (raw spans for short ranges, the span "
+            "aggregates in the rollups for long ones).",
+        ),
+        timeseries(
+            "Error rate by service",
+            error_rate,
+            unit="percent",
+            description="Share of server and consumer spans whose status is ERROR.",
+        ),
+        timeseries(
+            "Latency p50 / p95 / p99 by service",
+            latency,
+            unit="ms",
+            w=24,
+            description="Exact percentiles of span durations for short ranges; "
+            "otelpg_histogram_quantile over the merged duration histograms for long ones.",
+        ),
+        table(
+            "Operations",
+            operations,
+            sort="calls",
+            description="Every span name by service and kind, busiest first.",
+            overrides=[
+                unit_override("ms$", "ms", 1),
+                unit_override("^error %$", "percent", 2),
+                unit_override("^calls/s$", "reqps", 2),
+            ],
+        ),
     ]
-    return dashboard("otelpg-services", "otelpg / Services overview",
-                     "Request rate, errors and latency of every service, from the spans otelpg stored.",
-                     panels, [SERVICE_VAR])
+    return dashboard(
+        "otelpg-services",
+        "otelpg / Services overview",
+        "Request rate, errors and latency of every service, from the spans otelpg stored.",
+        panels,
+        [SERVICE_VAR],
+    )
 
 
 # 2. Traces and events -----------------------------------------------------------------------------
@@ -431,7 +629,8 @@ def traces() -> dict:
           AND @GUARD@
         GROUP BY 1, 2
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     recent_errors = sql(f"""
         SELECT timestamp AS "time", service_name AS service, name AS operation, payload->>'kind' AS kind,
                payload#>>'{{status,message}}' AS status, duration_ms AS "duration ms",
@@ -483,28 +682,64 @@ def traces() -> dict:
     link = link_override("trace_id", "Open this trace", TRACE_LINK)
     ms = unit_override("^duration ms$", "ms", 1)
     panels = [
-        timeseries("Error spans by service", error_spans, bars=True, stack=True,
-                   description="Spans with status ERROR (all kinds)."),
-        table("Recent errors", recent_errors, w=12, overrides=[link, ms],
-              description="The latest spans with status ERROR. Click a trace id to open the trace below."),
-        table("Slow spans", slow_spans, w=12, overrides=[link, ms],
-              description="The latest spans lasting at least $min_duration_ms ms."),
-        table("Exceptions", exceptions, w=12, overrides=[link],
-              description="Exceptions recorded on spans (span events named 'exception')."),
+        timeseries(
+            "Error spans by service",
+            error_spans,
+            bars=True,
+            stack=True,
+            description="Spans with status ERROR (all kinds).",
+        ),
+        table(
+            "Recent errors",
+            recent_errors,
+            w=12,
+            overrides=[link, ms],
+            description="The latest spans with status ERROR. Click a trace id to open the trace below.",
+        ),
+        table(
+            "Slow spans",
+            slow_spans,
+            w=12,
+            overrides=[link, ms],
+            description="The latest spans lasting at least $min_duration_ms ms.",
+        ),
+        table(
+            "Exceptions",
+            exceptions,
+            w=12,
+            overrides=[link],
+            description="Exceptions recorded on spans (span events named 'exception').",
+        ),
         row("Trace"),
-        table("Trace ${trace_id}", trace, h=12, overrides=[ms, color_override("severity", SEVERITY_COLORS)],
-              description="Every span, span event and log record of the trace id typed above, in time order. "
-                          "The trace must start within the dashboard's time range."),
+        table(
+            "Trace ${trace_id}",
+            trace,
+            h=12,
+            overrides=[ms, color_override("severity", SEVERITY_COLORS)],
+            description="Every span, span event and log record of the trace id typed above, in time order. "
+            "The trace must start within the dashboard's time range.",
+        ),
         table("Recent span events", span_events, overrides=[link]),
     ]
     variables = [
         SERVICE_VAR,
         textbox_var("trace_id", "Trace id"),
-        custom_var("min_duration_ms", "Slow spans from (ms)", ["100", "250", "500", "1000", "2500", "5000"],
-                   multi=False, include_all=False, current="500"),
+        custom_var(
+            "min_duration_ms",
+            "Slow spans from (ms)",
+            ["100", "250", "500", "1000", "2500", "5000"],
+            multi=False,
+            include_all=False,
+            current="500",
+        ),
     ]
-    return dashboard("otelpg-traces", "otelpg / Traces and events",
-                     "Failing and slow spans, exceptions, and every row of one trace.", panels, variables)
+    return dashboard(
+        "otelpg-traces",
+        "otelpg / Traces and events",
+        "Failing and slow spans, exceptions, and every row of one trace.",
+        panels,
+        variables,
+    )
 
 
 # 3. Logs ------------------------------------------------------------------------------------------------
@@ -545,38 +780,63 @@ def logs() -> dict:
         ORDER BY timestamp DESC
         LIMIT 500
         """)
-    volume_colors = [{"matcher": {"id": "byName", "options": sev},
-                      "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}]}
-                     for sev, color in SEVERITY_COLORS.items()]
+    volume_colors = [
+        {
+            "matcher": {"id": "byName", "options": sev},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}],
+        }
+        for sev, color in SEVERITY_COLORS.items()
+    ]
     panels = [
-        timeseries("Log volume by severity", volume, bars=True, stack=True, w=16, overrides=volume_colors,
-                   description="Log records per interval, by severity (read from the raw rows at every range: "
-                               "there is no rollup of log counts)."),
+        timeseries(
+            "Log volume by severity",
+            volume,
+            bars=True,
+            stack=True,
+            w=16,
+            overrides=volume_colors,
+            description="Log records per interval, by severity (read from the raw rows at every range: "
+            "there is no rollup of log counts).",
+        ),
         table("By service", by_service, w=8, h=8),
-        table("Recent log lines", recent, h=16,
-              overrides=[link_override("trace_id", "Open the trace", TRACE_LINK),
-                         color_override("severity", SEVERITY_COLORS),
-                         {"matcher": {"id": "byName", "options": "body"},
-                          "properties": [{"id": "custom.width", "value": 700}]}],
-              description="The latest 500 matching records. Click a trace id to open its trace."),
+        table(
+            "Recent log lines",
+            recent,
+            h=16,
+            overrides=[
+                link_override("trace_id", "Open the trace", TRACE_LINK),
+                color_override("severity", SEVERITY_COLORS),
+                {"matcher": {"id": "byName", "options": "body"}, "properties": [{"id": "custom.width", "value": 700}]},
+            ],
+            description="The latest 500 matching records. Click a trace id to open its trace.",
+        ),
     ]
     variables = [
         SERVICE_VAR,
         custom_var("severity", "Severity", SEVERITIES, multi=True, include_all=True),
-        query_var("event_type", "Event type",
-                  "SELECT DISTINCT event_type FROM otelpg_event_types "
-                  "WHERE event_type NOT IN ('span', 'span_event') ORDER BY 1",
-                  current="log"),
+        query_var(
+            "event_type",
+            "Event type",
+            "SELECT DISTINCT event_type FROM otelpg_event_types "
+            "WHERE event_type NOT IN ('span', 'span_event') ORDER BY 1",
+            current="log",
+        ),
         textbox_var("search", "Body contains"),
     ]
-    return dashboard("otelpg-logs", "otelpg / Logs",
-                     "Log records by severity and service, with links to their traces.", panels, variables)
+    return dashboard(
+        "otelpg-logs",
+        "otelpg / Logs",
+        "Log records by severity and service, with links to their traces.",
+        panels,
+        variables,
+    )
 
 
 # 4. Metrics explorer -------------------------------------------------------------------------------
 
-_METRIC_RAW = ("metric_name = '$metric' AND service_name IN ($service)"
-               " AND tags @> coalesce(nullif('$tags', ''), '{}')::jsonb")
+_METRIC_RAW = (
+    "metric_name = '$metric' AND service_name IN ($service) AND tags @> coalesce(nullif('$tags', ''), '{}')::jsonb"
+)
 _SERIES = "service_name || ' ' || tags::text"
 # The mean: of the point values for gauges and sums; of the observations for histograms and summaries
 # (their `value` is the sum of the observations, `count` how many there were).
@@ -600,7 +860,8 @@ def metrics() -> dict:
           AND @GUARD@
         GROUP BY 1, 2
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     last = tiered(
         f"""
         SELECT $__timeGroupAlias(timestamp, $__interval), {_SERIES} AS metric,
@@ -618,7 +879,8 @@ def metrics() -> dict:
           AND @GUARD@
         GROUP BY 1, 2
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     min_max = tiered(
         f"""
         SELECT $__timeGroupAlias(timestamp, $__interval),
@@ -636,7 +898,8 @@ def metrics() -> dict:
           AND @GUARD@
         GROUP BY 1
         """,
-        "ORDER BY 1")
+        "ORDER BY 1",
+    )
     quantiles = tiered(
         f"""
         SELECT "time",
@@ -666,7 +929,8 @@ def metrics() -> dict:
           GROUP BY 1
         ) s
         """,
-        "ORDER BY 1")
+        "ORDER BY 1",
+    )
     points = sql(f"""
         SELECT timestamp AS "time", service_name AS service, metric_type AS type, temporality, unit,
                tags, value, count, sum, min, max, bucket_bounds, bucket_counts
@@ -682,42 +946,68 @@ def metrics() -> dict:
         ORDER BY metric_name, service_name
         """)
     panels = [
-        timeseries("$metric: average by series", average,
-                   description="Per series (service and attribute set): the average point value of a gauge or "
-                               "sum; the mean observation of a histogram or summary."),
-        timeseries("$metric: last value by series", last,
-                   description="The latest point of each series in each interval: the counter or gauge value "
-                               "as reported."),
-        timeseries("$metric: min / avg / max", min_max, min_zero=False,
-                   description="Over every series; for histograms and summaries, of the observations."),
-        timeseries("$metric: p50 / p95 / p99 (histograms)", quantiles,
-                   description="otelpg_histogram_quantile over the bucket counts merged per interval. Exact for "
-                               "delta histograms; for cumulative ones the buckets hold counts since the start."),
+        timeseries(
+            "$metric: average by series",
+            average,
+            description="Per series (service and attribute set): the average point value of a gauge or "
+            "sum; the mean observation of a histogram or summary.",
+        ),
+        timeseries(
+            "$metric: last value by series",
+            last,
+            description="The latest point of each series in each interval: the counter or gauge value as reported.",
+        ),
+        timeseries(
+            "$metric: min / avg / max",
+            min_max,
+            min_zero=False,
+            description="Over every series; for histograms and summaries, of the observations.",
+        ),
+        timeseries(
+            "$metric: p50 / p95 / p99 (histograms)",
+            quantiles,
+            description="otelpg_histogram_quantile over the bucket counts merged per interval. Exact for "
+            "delta histograms; for cumulative ones the buckets hold counts since the start.",
+        ),
         table("$metric: latest points", points, h=10),
-        table("Metric catalog", catalog, h=10,
-              description="Every metric name otelpg has stored, per service (otelpg_metric_names)."),
+        table(
+            "Metric catalog",
+            catalog,
+            h=10,
+            description="Every metric name otelpg has stored, per service (otelpg_metric_names).",
+        ),
     ]
     variables = [
-        query_var("metric", "Metric",
-                  "SELECT DISTINCT metric_name FROM otelpg_metric_names ORDER BY 1",
-                  multi=False, include_all=False),
-        query_var("service", "Service",
-                  "SELECT service_name FROM otelpg_metric_names WHERE metric_name = '$metric' ORDER BY 1"),
+        query_var(
+            "metric",
+            "Metric",
+            "SELECT DISTINCT metric_name FROM otelpg_metric_names ORDER BY 1",
+            multi=False,
+            include_all=False,
+        ),
+        query_var(
+            "service",
+            "Service",
+            "SELECT service_name FROM otelpg_metric_names WHERE metric_name = '$metric' ORDER BY 1",
+        ),
         textbox_var("tags", "Attributes contain (JSON)", "{}"),
     ]
-    return dashboard("otelpg-metrics", "otelpg / Metrics explorer",
-                     "Any metric by name, service and attributes: raw points for short ranges, rollups for long.",
-                     panels, variables)
+    return dashboard(
+        "otelpg-metrics",
+        "otelpg / Metrics explorer",
+        "Any metric by name, service and attributes: raw points for short ranges, rollups for long.",
+        panels,
+        variables,
+    )
 
 
 # 5. Database utilization -------------------------------------------------------------------------
 
-_SIGNAL = ("CASE event_type WHEN 'span' THEN 'spans' WHEN 'span_event' THEN 'span events' "
-           "ELSE 'logs and events' END")
+_SIGNAL = "CASE event_type WHEN 'span' THEN 'spans' WHEN 'span_event' THEN 'span events' ELSE 'logs and events' END"
 
 
 def database() -> dict:
-    size = sql("SELECT pg_database_size(current_database()) AS \"database size\"")
+    size = sql('SELECT pg_database_size(current_database()) AS "database size"')
     tables = sql("""
         SELECT c.relname AS "table",
                sum(pg_total_relation_size(t.relid)) AS "total bytes",
@@ -773,7 +1063,8 @@ def database() -> dict:
           GROUP BY 1, 2
         ) r
         """,
-        "ORDER BY 1, 2")
+        "ORDER BY 1, 2",
+    )
     ingest = tiered(
         """
         SELECT sum(n) / extract(epoch from @RANGE@) AS "rows/s" FROM (
@@ -790,38 +1081,79 @@ def database() -> dict:
           SELECT sum(count) FROM @TABLE@ WHERE $__timeFilter(bucket) AND @GUARD@
         ) r
         HAVING @GUARD@
-        """).replace("@RANGE@", RANGE)
+        """,
+    ).replace("@RANGE@", RANGE)
     panels = [
         stat("Database size", size, unit="bytes"),
-        stat("Partitions", partition_count,
-             description="Daily partitions of the partitioned tables (default partitions not counted)."),
-        stat("Average ingest rate", ingest, unit="rowsps", decimals=1,
-             description="Rows per second over the time range, by the telemetry's own timestamps."),
-        prom_stat("Spool", "sum(otelpg_spool_bytes)", unit="bytes",
-                  description="Bytes waiting in the sidecars' durable spools (Prometheus: otelpg_spool_bytes)."),
-        table("Tables", tables, h=9,
-              overrides=[unit_override("bytes$", "bytes")],
-              description="Size, estimated rows and partitions of every otelpg table (all partitions summed)."),
-        timeseries("Bytes per day (daily partitions)", per_day, unit="bytes", bars=True, stack=True,
-                   description="Size of each day's partition: how fast the database grows, and what "
-                               "retention frees."),
-        timeseries("Rows per signal", rows, bars=True, stack=True,
-                   description="Rows written per interval by signal, by the telemetry's own timestamps. "
-                               "Metric points come from the rollups for long ranges; spans and logs are "
-                               "counted from the raw rows at every range."),
-        prom_timeseries("Spool size (Prometheus)", [prom_target("sum by (instance) (otelpg_spool_bytes)",
-                                                                "{{instance}}")],
-                        unit="bytes", description="Acknowledged data on local disk waiting for PostgreSQL."),
-        prom_timeseries("Ingest and refused (Prometheus)", [
-            prom_target("sum by (table) (rate(otelpg_exporter_sent_rows_total[5m]))", "written {{table}}", "A"),
-            prom_target("sum by (item, reason) (otelpg:receiver_refused_items:rate5m)",
-                        "refused {{item}} ({{reason}})", "B"),
-        ], unit="rowsps", description="Rows committed per second by table, and items refused by reason."),
+        stat(
+            "Partitions",
+            partition_count,
+            description="Daily partitions of the partitioned tables (default partitions not counted).",
+        ),
+        stat(
+            "Average ingest rate",
+            ingest,
+            unit="rowsps",
+            decimals=1,
+            description="Rows per second over the time range, by the telemetry's own timestamps.",
+        ),
+        prom_stat(
+            "Spool",
+            "sum(otelpg_spool_bytes)",
+            unit="bytes",
+            description="Bytes waiting in the sidecars' durable spools (Prometheus: otelpg_spool_bytes).",
+        ),
+        table(
+            "Tables",
+            tables,
+            h=9,
+            overrides=[unit_override("bytes$", "bytes")],
+            description="Size, estimated rows and partitions of every otelpg table (all partitions summed).",
+        ),
+        timeseries(
+            "Bytes per day (daily partitions)",
+            per_day,
+            unit="bytes",
+            bars=True,
+            stack=True,
+            description="Size of each day's partition: how fast the database grows, and what retention frees.",
+        ),
+        timeseries(
+            "Rows per signal",
+            rows,
+            bars=True,
+            stack=True,
+            description="Rows written per interval by signal, by the telemetry's own timestamps. "
+            "Metric points come from the rollups for long ranges; spans and logs are "
+            "counted from the raw rows at every range.",
+        ),
+        prom_timeseries(
+            "Spool size (Prometheus)",
+            [prom_target("sum by (instance) (otelpg_spool_bytes)", "{{instance}}")],
+            unit="bytes",
+            description="Acknowledged data on local disk waiting for PostgreSQL.",
+        ),
+        prom_timeseries(
+            "Ingest and refused (Prometheus)",
+            [
+                prom_target("sum by (table) (rate(otelpg_exporter_sent_rows_total[5m]))", "written {{table}}", "A"),
+                prom_target(
+                    "sum by (item, reason) (otelpg:receiver_refused_items:rate5m)", "refused {{item}} ({{reason}})", "B"
+                ),
+            ],
+            unit="rowsps",
+            description="Rows committed per second by table, and items refused by reason.",
+        ),
     ]
     variables = [datasource_var("prometheus", "Prometheus", "prometheus")]
-    return dashboard("otelpg-database", "otelpg / Database utilization",
-                     "What otelpg stores: table sizes and growth, rows per signal, partitions, ingest, spool.",
-                     panels, variables, time_from="now-7d")
+    return dashboard(
+        "otelpg-database",
+        "otelpg / Database utilization",
+        "What otelpg stores: table sizes and growth, rows per signal, partitions, ingest, spool.",
+        panels,
+        variables,
+        time_from="now-7d",
+    )
 
 
 DASHBOARDS = {

@@ -130,16 +130,19 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="otelpg-batcher")
 
-    async def submit(self, rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int,
-                     *, continuation: bool = False) -> list[RefusedRow]:
+    async def submit(
+        self, rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int, *, continuation: bool = False
+    ) -> list[RefusedRow]:
         """Queue a request's rows and return once they are committed: [], or the rows PostgreSQL
         refused for good (all the others are committed). Raises if they can't be written now.
         `continuation`: the next chunk of a request already being written, let past a full queue
         (its memory is already admitted), so a request is never refused halfway."""
         if self._closed:
             raise ShuttingDownError("otelpg is shutting down", retry_after=5)
-        if not continuation and self._queued_rows and (
-            self._queued_rows + nrows > self.queue_max_rows or self._queued_bytes + nbytes > self.queue_max_bytes
+        if (
+            not continuation
+            and self._queued_rows
+            and (self._queued_rows + nrows > self.queue_max_rows or self._queued_bytes + nbytes > self.queue_max_bytes)
         ):
             raise BackpressureError("otelpg's write queue is full, retry later", retry_after=1)
         fut: asyncio.Future[list[RefusedRow]] = asyncio.get_running_loop().create_future()

@@ -88,8 +88,15 @@ class DeadLetter:
         }) + b"\n"  # fmt: skip
         if self._size + len(line) > self.max_bytes:
             self.dropped += 1
-            log.warning("dead-letter file %s is full (%d bytes): %d %s of %s not kept (%s)", self.path,
-                        self._size, letter.items, letter.signal, ", ".join(letter.services[:3]), letter.reason)
+            log.warning(
+                "dead-letter file %s is full (%d bytes): %d %s of %s not kept (%s)",
+                self.path,
+                self._size,
+                letter.items,
+                letter.signal,
+                ", ".join(letter.services[:3]),
+                letter.reason,
+            )
             return False
         try:
             await asyncio.to_thread(self._append, line)

@@ -24,8 +24,22 @@ SOURCE = "otelpg"
 
 def event_row(event_type: str, severity: str, payload: dict[str, Any], at: dt.datetime | None = None) -> tuple:
     at = at or dt.datetime.now(dt.UTC)
-    return (uuid_utils.uuid7(), event_type, SOURCE, severity, orjson.dumps(payload).decode(), at, "{}",
-            SOURCE, None, None, None, None, event_type, None)
+    return (
+        uuid_utils.uuid7(),
+        event_type,
+        SOURCE,
+        severity,
+        orjson.dumps(payload).decode(),
+        at,
+        "{}",
+        SOURCE,
+        None,
+        None,
+        None,
+        None,
+        event_type,
+        None,
+    )
 
 
 class EventLog:

@@ -47,10 +47,18 @@ _SHOWN = 80  # characters of a name quoted in a message
 
 
 class PostgresExporter:
-    def __init__(self, batcher: Batcher, mapping: MappingThread, database_ok: Callable[[], bool],
-                 after_commit: Sequence[AfterCommit] = (), *, spool: Spool | None = None,
-                 dead_letter: DeadLetter | None = None, telemetry: Telemetry | None = None,
-                 on_spooled: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        batcher: Batcher,
+        mapping: MappingThread,
+        database_ok: Callable[[], bool],
+        after_commit: Sequence[AfterCommit] = (),
+        *,
+        spool: Spool | None = None,
+        dead_letter: DeadLetter | None = None,
+        telemetry: Telemetry | None = None,
+        on_spooled: Callable[[], None] = lambda: None,
+    ) -> None:
         self._batcher = batcher
         self._mapping = mapping
         self._database_ok = database_ok
@@ -74,8 +82,9 @@ class PostgresExporter:
             if i:
                 await asyncio.sleep(0)  # one chunk at a time: the loop serves others in between
             try:
-                mapped = await self._mapping.map(request.signal, chunk, received_ns, new_id,
-                                                 0 if i else request.truncated)
+                mapped = await self._mapping.map(
+                    request.signal, chunk, received_ns, new_id, 0 if i else request.truncated
+                )
             except DecodeError as e:  # e.g. invalid UTF-8, which only decoding finds
                 if len(request.chunks) == 1:
                     raise
@@ -92,8 +101,11 @@ class PostgresExporter:
             if nrows and writes.failure is None:
                 await writes.reserve(held)
             if nrows and writes.failure is None:
-                commit = asyncio.ensure_future(self._batcher.submit(
-                    mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0))
+                commit = asyncio.ensure_future(
+                    self._batcher.submit(
+                        mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0
+                    )
+                )
                 writes.add(commit, held, mapped.decoded)
             else:
                 writes.add(None, 0, mapped.decoded)
@@ -130,8 +142,9 @@ class PostgresExporter:
             except Exception:
                 log.exception("after-commit observer failed for a %s request", signal.name)
 
-    async def _refused(self, request: ExportRequest, refused: list[RefusedRow], received_ns: int,
-                       seed: int) -> tuple[int, str]:
+    async def _refused(
+        self, request: ExportRequest, refused: list[RefusedRow], received_ns: int, seed: int
+    ) -> tuple[int, str]:
         """Rows PostgreSQL refused for good (the rest of the request is committed): how many items
         they are, the message naming them, and a dead letter for the operator."""
         signal = request.signal
@@ -145,18 +158,35 @@ class PostgresExporter:
             name, service = row[_SE["name"]] or row[_SE["event_type"]], row[_SE["service_name"]]
         else:
             name, service = row[_PM["metric_name"]], row[_PM["service_name"]]
-        services = sorted({r[_SE["service_name"] if t == SYSTEM_EVENTS else _PM["service_name"]]
-                           for t, r, _ in refused})
+        services = sorted(
+            {r[_SE["service_name"] if t == SYSTEM_EVENTS else _PM["service_name"]] for t, r, _ in refused}
+        )
         example = f"{signal.noun[0]} {_shown(name)!r} of service {_shown(service)!r}"
         message = rejection_message(items, *signal.noun, f"{error} (e.g. {example})")
-        log.warning("PostgreSQL refused %d %s of service(s) %s: %s", items, signal.noun[1],
-                    ", ".join(_shown(s) for s in services[:5]), error.detail)
+        log.warning(
+            "PostgreSQL refused %d %s of service(s) %s: %s",
+            items,
+            signal.noun[1],
+            ", ".join(_shown(s) for s in services[:5]),
+            error.detail,
+        )
         if self._telemetry is not None:
             for t, _, _ in refused:
                 self._telemetry.send_failed_rows.labels(t, "permanent").inc()
         if self._dead_letter is not None:
-            await self._dead_letter.add(Letter(signal.name, "live", str(error), error.detail, items,
-                                               [_shown(s) for s in services], received_ns, seed, request.body))
+            await self._dead_letter.add(
+                Letter(
+                    signal.name,
+                    "live",
+                    str(error),
+                    error.detail,
+                    items,
+                    [_shown(s) for s in services],
+                    received_ns,
+                    seed,
+                    request.body,
+                )
+            )
         return items, message
 
     async def _to_spool(self, request: ExportRequest, received_ns: int, seed: int) -> None:

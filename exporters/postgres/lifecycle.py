@@ -98,11 +98,18 @@ def retention_days(config: Config) -> dict[str, int]:
     }
 
 
-async def run_maintenance(conn: asyncpg.Connection, config: Config, *, wait: bool = True,
-                          now: Any = None) -> MaintenanceReport:
+async def run_maintenance(
+    conn: asyncpg.Connection, config: Config, *, wait: bool = True, now: Any = None
+) -> MaintenanceReport:
     """One maintenance run with the configured window and retention (`otelpg maintain`)."""
-    return await maintain(conn, days_behind=config.partitions.days_behind, days_ahead=config.partitions.days_ahead,
-                          retention_days=retention_days(config), now=now, wait=wait)
+    return await maintain(
+        conn,
+        days_behind=config.partitions.days_behind,
+        days_ahead=config.partitions.days_ahead,
+        retention_days=retention_days(config),
+        now=now,
+        wait=wait,
+    )
 
 
 def user_hash_key(config: Config) -> bytes:
@@ -130,15 +137,21 @@ def user_hash_key(config: Config) -> bytes:
     return key
 
 
-async def _inserted_here(conn: asyncpg.Connection, table: str, rows: list[tuple], service_col: int,
-                         ts_col: int) -> set[Any]:
+async def _inserted_here(
+    conn: asyncpg.Connection, table: str, rows: list[tuple], service_col: int, ts_col: int
+) -> set[Any]:
     """The ids of those rows that this transaction inserted."""
     if not rows:
         return set()
-    return {r["id"] for r in await conn.fetch(
-        _INSERTED_HERE.format(table=table),
-        [r[service_col] for r in rows], [r[ts_col] for r in rows], [r[0] for r in rows],
-    )}
+    return {
+        r["id"]
+        for r in await conn.fetch(
+            _INSERTED_HERE.format(table=table),
+            [r[service_col] for r in rows],
+            [r[ts_col] for r in rows],
+            [r[0] for r in rows],
+        )
+    }
 
 
 async def _nothing() -> None:
@@ -149,8 +162,12 @@ def _flat(groups: list[list[tuple]]) -> list[tuple]:
     return groups[0] if len(groups) == 1 else [r for rows in groups for r in rows]
 
 
-async def _in_savepoint(conn: asyncpg.Connection, step: Callable[[list[tuple], list[tuple]], Awaitable[None]],
-                        events: list[tuple], points: list[tuple]) -> BaseException | None:
+async def _in_savepoint(
+    conn: asyncpg.Connection,
+    step: Callable[[list[tuple], list[tuple]], Awaitable[None]],
+    events: list[tuple],
+    points: list[tuple],
+) -> BaseException | None:
     """Run one derivation step in a savepoint: None, or the permanent error that rolled it back.
     Retryable errors (deadlock, lost connection) fail the whole batch, which the writer retries,
     so derived rows stay exact."""
@@ -182,7 +199,8 @@ class Lifecycle:
         a = config.agent_states
         self.agents = (
             AgentTracker(window=a.window, error_log_size=a.error_log_size, max_instances=a.max_instances, clock=clock)
-            if a.enabled else None
+            if a.enabled
+            else None
         )
         self._lookups: dict[tuple, float] = {}
         self.derived_failures: dict[str, int] = {}  # rows whose derived rows were not written, by kind
@@ -239,9 +257,14 @@ class Lifecycle:
         self.derived_failures[kind] = self.derived_failures.get(kind, 0) + len(events) + len(points)
         self.last_derived_failure = time.monotonic()
         detail = error.detail if isinstance(error, PermanentError) else f"{type(error).__name__}: {error}"
-        log.warning("%s not written for %d rows of service(s) %s (the rows themselves are stored): %s", kind,
-                    len(events) + len(points), ", ".join(_shown(s) for s in services[:5]), detail,
-                    exc_info=not isinstance(error, (asyncpg.PostgresError, PermanentError)))
+        log.warning(
+            "%s not written for %d rows of service(s) %s (the rows themselves are stored): %s",
+            kind,
+            len(events) + len(points),
+            ", ".join(_shown(s) for s in services[:5]),
+            detail,
+            exc_info=not isinstance(error, (asyncpg.PostgresError, PermanentError)),
+        )
 
     async def _update_lookups(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple]) -> None:
         """Upsert the (metric, service) and (event type, service) pairs not refreshed lately by this
@@ -331,8 +354,12 @@ class Lifecycle:
             try:
                 await self.flush_agents()
             except Exception as e:  # kept in memory and flushed next time
-                log.log(logging.INFO if failing else logging.WARNING, "agent_states not flushed: %s: %s",
-                        type(e).__name__, e)
+                log.log(
+                    logging.INFO if failing else logging.WARNING,
+                    "agent_states not flushed: %s: %s",
+                    type(e).__name__,
+                    e,
+                )
                 failing = True
             else:
                 if failing:
@@ -348,10 +375,13 @@ class Lifecycle:
         helps = {s.key: s.help for s in SETTINGS}
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({_CONFIG_LOCK})")
-            stored = {r["key"]: orjson.loads(r["value"])
-                      for r in await conn.fetch(f"SELECT key, value::text FROM {SYSTEM_CONFIG}")}
-            changes = {k: {"old": stored.get(k), "new": v} for k, v in values.items()
-                       if k not in stored or stored[k] != v}
+            stored = {
+                r["key"]: orjson.loads(r["value"])
+                for r in await conn.fetch(f"SELECT key, value::text FROM {SYSTEM_CONFIG}")
+            }
+            changes = {
+                k: {"old": stored.get(k), "new": v} for k, v in values.items() if k not in stored or stored[k] != v
+            }
             changes.update({k: {"old": v, "new": None} for k, v in stored.items() if k not in values})
             if changes:
                 changed = sorted(k for k in changes if k in values)
@@ -360,14 +390,17 @@ class Lifecycle:
                         SELECT k, v::jsonb, d, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS u(k, v, d)
                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, description = EXCLUDED.description,
                                                         updated_at = now()""",
-                    changed, [orjson.dumps(values[k]).decode() for k in changed], [helps[k] for k in changed],
+                    changed,
+                    [orjson.dumps(values[k]).decode() for k in changed],
+                    [helps[k] for k in changed],
                 )
                 removed = sorted(k for k in changes if k not in values)
                 if removed:
                     await conn.execute(f"DELETE FROM {SYSTEM_CONFIG} WHERE key = ANY($1::text[])", removed)
                 if stored:
                     await conn.copy_records_to_table(
-                        SYSTEM_EVENTS, records=[event_row("config_updated", "info", {"changes": changes})],
+                        SYSTEM_EVENTS,
+                        records=[event_row("config_updated", "info", {"changes": changes})],
                         columns=SYSTEM_EVENTS_COLUMNS,
                     )
                     log.info("configuration changed since the last start: %s", ", ".join(sorted(changes)))

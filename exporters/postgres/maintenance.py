@@ -60,8 +60,11 @@ class MaintenanceReport:
     def summary(self) -> str:
         if self.locked_out:
             return "another maintainer is running: skipped"
-        parts = [f"created {len(self.created)} partitions", f"moved {self.moved_rows} rows out of default partitions",
-                 f"dropped {len(self.dropped)} partitions past retention"]
+        parts = [
+            f"created {len(self.created)} partitions",
+            f"moved {self.moved_rows} rows out of default partitions",
+            f"dropped {len(self.dropped)} partitions past retention",
+        ]
         if self.expired_default_rows:
             parts.append(f"deleted {self.expired_default_rows} expired rows from default partitions")
         if self.skipped:
@@ -132,8 +135,9 @@ async def _columns(conn: asyncpg.Connection, table: str) -> str:
     return names
 
 
-async def create_partition(conn: asyncpg.Connection, table: str, start: dt.datetime,
-                           lock_timeout_ms: int = 5000) -> int:
+async def create_partition(
+    conn: asyncpg.Connection, table: str, start: dt.datetime, lock_timeout_ms: int = 5000
+) -> int:
     """Create the partition of `table` starting at `start` (one period wide), moving the rows of its
     range out of the default partition, in one transaction. Return the rows moved."""
     column, unit = PARTITIONING[table]
@@ -159,7 +163,8 @@ async def create_partition(conn: asyncpg.Connection, table: str, start: dt.datet
         status = await conn.execute(
             f"WITH moved AS (DELETE FROM {_ident(default)} WHERE {_ident(column)} >= $1 AND {_ident(column)} < $2 "
             f"RETURNING {columns}) INSERT INTO {_ident(name)} ({columns}) SELECT {columns} FROM moved",
-            start, end,
+            start,
+            end,
         )
         await conn.execute(
             f"ALTER TABLE {_ident(table)} ATTACH PARTITION {_ident(name)} FOR VALUES FROM ({lo}) TO ({hi})"
@@ -171,8 +176,9 @@ async def create_partition(conn: asyncpg.Connection, table: str, start: dt.datet
     return moved
 
 
-async def _create_missing(conn: asyncpg.Connection, table: str, starts: list[dt.datetime],
-                          report: MaintenanceReport, lock_timeout_ms: int) -> None:
+async def _create_missing(
+    conn: asyncpg.Connection, table: str, starts: list[dt.datetime], report: MaintenanceReport, lock_timeout_ms: int
+) -> None:
     ranges = await _ranges(conn, table)
     unit = PARTITIONING[table][1]
     for start in sorted(set(starts)):
@@ -183,8 +189,11 @@ async def _create_missing(conn: asyncpg.Connection, table: str, starts: list[dt.
             moved = await create_partition(conn, table, start, lock_timeout_ms)
         except asyncpg.LockNotAvailableError:
             # A long query holds the default partition: don't wait again for each period.
-            log.warning("partition %s not created: %s_default is busy (retried next run)",
-                        partition_name(table, unit, start), table)
+            log.warning(
+                "partition %s not created: %s_default is busy (retried next run)",
+                partition_name(table, unit, start),
+                table,
+            )
             report.skipped.append(partition_name(table, unit, start))
             return
         ranges.append((start, end, partition_name(table, unit, start)))
@@ -247,9 +256,7 @@ async def maintain(
                 await _drop_expired(conn, table, expire_before, report, drop_lock_timeout_ms)
             default = f"{table}_default"
             if expire_before is not None:
-                status = await conn.execute(
-                    f"DELETE FROM {_ident(default)} WHERE {_ident(column)} < $1", expire_before
-                )
+                status = await conn.execute(f"DELETE FROM {_ident(default)} WHERE {_ident(column)} < $1", expire_before)
                 expired = int(status.split()[-1])
                 if expired:
                     log.info("deleted %d rows past retention from %s", expired, default)
@@ -258,7 +265,8 @@ async def maintain(
             late = await conn.fetch(
                 f"SELECT DISTINCT date_trunc('{unit}', {_ident(column)}, 'UTC') AS start FROM {_ident(default)} "
                 f"WHERE {_ident(column)} >= $1 AND {_ident(column)} < $2",
-                expire_before or dt.datetime(1, 1, 1, tzinfo=dt.UTC), horizon,
+                expire_before or dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+                horizon,
             )
             starts = _window(unit, today, days_behind, days_ahead) + [
                 r["start"] for r in late if r["start"].year < _MAX_YEAR
@@ -268,8 +276,9 @@ async def maintain(
     return report
 
 
-async def _drop_expired(conn: asyncpg.Connection, table: str, expire_before: dt.datetime,
-                        report: MaintenanceReport, lock_timeout_ms: int) -> None:
+async def _drop_expired(
+    conn: asyncpg.Connection, table: str, expire_before: dt.datetime, report: MaintenanceReport, lock_timeout_ms: int
+) -> None:
     for _start, end, name in await _ranges(conn, table):
         if end > expire_before:
             break  # sorted by start; daily/monthly ranges don't overlap

@@ -34,8 +34,7 @@ from sidecar.receivers.signals import LOGS, METRICS, TRACES, Signal
 _MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
 
 
-def map_chunk(signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any],
-              truncated: int = 0) -> Mapped:
+def map_chunk(signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any], truncated: int = 0) -> Mapped:
     """Decode one chunk and map it to rows (the decoded message is kept in `Mapped.decoded`).
     `truncated`: list elements the splitter already cut, counted here with the mapping's own cuts
     (one thread updates the counters)."""
@@ -54,8 +53,9 @@ class MappingThread:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
-    async def map(self, signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any],
-                  truncated: int = 0) -> Mapped:
+    async def map(
+        self, signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any], truncated: int = 0
+    ) -> Mapped:
         """Map one chunk in the thread; `new_id` continues the request's id sequence."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated)

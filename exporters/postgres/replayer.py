@@ -54,9 +54,19 @@ class _Mapped:
 
 
 class Replayer:
-    def __init__(self, spool: Spool, writer: Writer, mapping: MappingThread, telemetry: Telemetry, *,
-                 database_ok: Callable[[], bool], on_replayed: Callable[[dict[str, Any]], None],
-                 dead_letter: DeadLetter | None = None, batch_rows: int = 5000, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        writer: Writer,
+        mapping: MappingThread,
+        telemetry: Telemetry,
+        *,
+        database_ok: Callable[[], bool],
+        on_replayed: Callable[[dict[str, Any]], None],
+        dead_letter: DeadLetter | None = None,
+        batch_rows: int = 5000,
+        interval: float = 1.0,
+    ) -> None:
         self._spool = spool
         self._writer = writer
         self._mapping = mapping
@@ -108,8 +118,13 @@ class Replayer:
             self._spool.remove(path)
             total += rows
             self._telemetry.spool_replayed_rows.inc(rows)
-            log.info("replayed spool segment %s: %d requests, %d rows%s", path.name, records, rows,
-                     f", {dead} kept as dead letters" if dead else "")
+            log.info(
+                "replayed spool segment %s: %d requests, %d rows%s",
+                path.name,
+                records,
+                rows,
+                f", {dead} kept as dead letters" if dead else "",
+            )
             self._on_replayed({"segment": path.name, "requests": records, "rows": rows, "dead_letters": dead})
         self._spool.discard_empty()
         return total
@@ -168,8 +183,9 @@ class Replayer:
             committed, failed = sum(m.nrows for m in found.written), found.failed
         dead = 0
         for mapped, record_error in failed:
-            rows = await refused_rows(mapped.rows, lambda part, m=mapped: self._attempt_rows(m, part), record_error,
-                                      max_writes=MAX_ROW_WRITES)
+            rows = await refused_rows(
+                mapped.rows, lambda part, m=mapped: self._attempt_rows(m, part), record_error, max_writes=MAX_ROW_WRITES
+            )
             if rows.error is not None:
                 raise rows.error
             committed += len(rows.written)
@@ -195,12 +211,29 @@ class Replayer:
             return e
         return None
 
-    async def _bury(self, record: Record, reason: str, detail: str, items: int,
-                    services: list[str] | None = None) -> int:
+    async def _bury(
+        self, record: Record, reason: str, detail: str, items: int, services: list[str] | None = None
+    ) -> int:
         """Keep a spooled request (or the rows of it PostgreSQL refused) as a dead letter."""
-        log.warning("spooled %s request of %s kept as a dead letter: %s (%s)", record.signal,
-                    ", ".join(services or ["unknown services"]), reason, detail)
+        log.warning(
+            "spooled %s request of %s kept as a dead letter: %s (%s)",
+            record.signal,
+            ", ".join(services or ["unknown services"]),
+            reason,
+            detail,
+        )
         if self._dead_letter is not None:
-            await self._dead_letter.add(Letter(record.signal, "spool", reason, detail, items, services or [],
-                                               record.received_ns, record.seed, record.payload))
+            await self._dead_letter.add(
+                Letter(
+                    record.signal,
+                    "spool",
+                    reason,
+                    detail,
+                    items,
+                    services or [],
+                    record.received_ns,
+                    record.seed,
+                    record.payload,
+                )
+            )
         return 1

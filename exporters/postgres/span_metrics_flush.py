@@ -35,10 +35,15 @@ DURATION_METRIC = "traces.span.metrics.duration"
 OVERFLOW_SERVICE = ""
 OVERFLOW_TAGS = {"otel.metric.overflow": True}
 _DETAILS = {
-    CALLS_METRIC: json_dumps({"description": "Number of spans, by service, span name, kind and status code",
-                              "source": "otelpg span metrics"}),
-    DURATION_METRIC: json_dumps({"description": "Duration of spans, by service, span name, kind and status code",
-                                 "source": "otelpg span metrics"}),
+    CALLS_METRIC: json_dumps(
+        {"description": "Number of spans, by service, span name, kind and status code", "source": "otelpg span metrics"}
+    ),
+    DURATION_METRIC: json_dumps(
+        {
+            "description": "Duration of spans, by service, span name, kind and status code",
+            "source": "otelpg span metrics",
+        }
+    ),
 }
 _ROW_BYTES = 300  # queue accounting: about what one row costs in memory
 
@@ -53,7 +58,9 @@ def _row(**values: Any) -> tuple:
 
 
 def span_metric_rows(
-    deltas: dict[SpanKey, SpanMetricsDelta], start: dt.datetime, end: dt.datetime,
+    deltas: dict[SpanKey, SpanMetricsDelta],
+    start: dt.datetime,
+    end: dt.datetime,
     new_id: Callable[[], Any] = uuid7,
 ) -> list[tuple]:
     """Two rows per key (calls, duration), in PERFORMANCE_METRICS_COLUMNS order, covering [start, end]."""
@@ -65,21 +72,48 @@ def span_metric_rows(
             service = key_text(key.service_name)  # an indexed key
             tags = {"span.name": key.span_name, "span.kind": key.span_kind, "status.code": key.status_code}
         tags_json = json_dumps(tags)
-        common = {"tags": tags_json, "timestamp": end, "start_timestamp": start, "service_name": service,
-                  "temporality": "delta"}
-        rows.append(_row(id=new_id(), metric_name=CALLS_METRIC, value=float(delta.calls), unit="{call}",
-                         metric_type="sum", is_monotonic=True, details=_DETAILS[CALLS_METRIC], **common))
-        rows.append(_row(id=new_id(), metric_name=DURATION_METRIC, value=delta.sum, unit="s",
-                         metric_type="histogram", count=delta.count, sum=delta.sum,
-                         bucket_bounds=list(delta.bounds), bucket_counts=list(delta.bucket_counts),
-                         details=_DETAILS[DURATION_METRIC], **common))
+        common = {
+            "tags": tags_json,
+            "timestamp": end,
+            "start_timestamp": start,
+            "service_name": service,
+            "temporality": "delta",
+        }
+        rows.append(
+            _row(
+                id=new_id(),
+                metric_name=CALLS_METRIC,
+                value=float(delta.calls),
+                unit="{call}",
+                metric_type="sum",
+                is_monotonic=True,
+                details=_DETAILS[CALLS_METRIC],
+                **common,
+            )
+        )
+        rows.append(
+            _row(
+                id=new_id(),
+                metric_name=DURATION_METRIC,
+                value=delta.sum,
+                unit="s",
+                metric_type="histogram",
+                count=delta.count,
+                sum=delta.sum,
+                bucket_bounds=list(delta.bounds),
+                bucket_counts=list(delta.bucket_counts),
+                details=_DETAILS[DURATION_METRIC],
+                **common,
+            )
+        )
     return rows
 
 
 def merge(a: SpanMetricsDelta, b: SpanMetricsDelta) -> SpanMetricsDelta:
     """Two deltas of one key (same bounds: they come from one aggregator) added together."""
-    return SpanMetricsDelta(a.calls + b.calls, a.bounds, tuple(map(add, a.bucket_counts, b.bucket_counts)),
-                            a.sum + b.sum, a.count + b.count)
+    return SpanMetricsDelta(
+        a.calls + b.calls, a.bounds, tuple(map(add, a.bucket_counts, b.bucket_counts)), a.sum + b.sum, a.count + b.count
+    )
 
 
 class SpanMetricsFlush:
@@ -89,9 +123,16 @@ class SpanMetricsFlush:
 
     discard_every = 60.0
 
-    def __init__(self, drain: Drain, submit: Submit, *, interval: float,
-                 database_ok: Callable[[], bool] = lambda: True, max_keys: int = 10_000,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+    def __init__(
+        self,
+        drain: Drain,
+        submit: Submit,
+        *,
+        interval: float,
+        database_ok: Callable[[], bool] = lambda: True,
+        max_keys: int = 10_000,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self._drain = drain
         self._submit = submit
         self.interval = interval
@@ -181,6 +222,5 @@ class SpanMetricsFlush:
 
     def _failed(self, why: str) -> None:
         if not self._failing:
-            log.warning("span metrics not written (%s): %d keys kept for the next interval", why,
-                        len(self._pending))
+            log.warning("span metrics not written (%s): %d keys kept for the next interval", why, len(self._pending))
         self._failing = True

@@ -80,10 +80,17 @@ BatchHook = Callable[[asyncpg.Connection, list[Tables], bool], Awaitable[None]]
 class Writer:
     """Writes rows in one transaction, retrying transient failures with jittered backoff."""
 
-    def __init__(self, pool: asyncpg.Pool, telemetry: Telemetry, *, acquire_timeout: float = 5.0,
-                 copy_timeout: float = 60.0, hooks: Sequence[BatchHook] = (),
-                 retry_delays: Sequence[float] = (0.1, 0.5, 1.5),
-                 on_unavailable: Callable[[OtelpgError], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        telemetry: Telemetry,
+        *,
+        acquire_timeout: float = 5.0,
+        copy_timeout: float = 60.0,
+        hooks: Sequence[BatchHook] = (),
+        retry_delays: Sequence[float] = (0.1, 0.5, 1.5),
+        on_unavailable: Callable[[OtelpgError], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._hooks = tuple(hooks)
         self._telemetry = telemetry
@@ -97,12 +104,14 @@ class Writer:
     async def write(self, batch: Batch) -> None:
         await self.write_groups(batch.groups(), batch.resources(), batch.nrows)
 
-    async def write_rows(self, tables: Tables, resources: dict[int, tuple], nrows: int,
-                         *, idempotent: bool = False) -> None:
+    async def write_rows(
+        self, tables: Tables, resources: dict[int, tuple], nrows: int, *, idempotent: bool = False
+    ) -> None:
         await self.write_groups([tables], resources, nrows, idempotent=idempotent)
 
-    async def write_groups(self, groups: list[Tables], resources: dict[int, tuple], nrows: int,
-                           *, idempotent: bool = False) -> None:
+    async def write_groups(
+        self, groups: list[Tables], resources: dict[int, tuple], nrows: int, *, idempotent: bool = False
+    ) -> None:
         """Commit the rows (grouped by request) or raise RetryableError / PermanentError.
         `idempotent` (spool replay): rows whose key already exists are skipped, so replaying a
         segment twice adds nothing."""
@@ -141,8 +150,9 @@ class Writer:
             self._known_resources.clear()
         self._known_resources.update(r[0] for r in new_resources)
 
-    async def _transaction(self, tables: Tables, groups: list[Tables], resources: list[tuple],
-                           idempotent: bool) -> None:
+    async def _transaction(
+        self, tables: Tables, groups: list[Tables], resources: list[tuple], idempotent: bool
+    ) -> None:
         async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
             if resources:
                 await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
@@ -166,7 +176,4 @@ class Writer:
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         await conn.copy_records_to_table(stage, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout)
-        await conn.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
-        )
-
+        await conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING")

@@ -38,9 +38,7 @@ class PrometheusAggregator:
     `now` arguments are seconds on the `clock` (monotonic by default); tests inject them.
     """
 
-    def __init__(
-        self, config: AggregatorConfig | None = None, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, config: AggregatorConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config = config or AggregatorConfig()
         self._clock = clock
         self._lock = threading.Lock()

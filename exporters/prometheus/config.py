@@ -8,7 +8,22 @@ from typing import Literal
 
 # spanmetrics connector defaultHistogramBucketsMs, in seconds (Collector contrib, connector/spanmetricsconnector).
 SPAN_DURATION_BOUNDS_SECONDS: tuple[float, ...] = (
-    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.8,
+    1.0,
+    1.4,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
 )
 
 

@@ -23,6 +23,7 @@ from itertools import accumulate
 Buckets = tuple[int, tuple[int, ...]]  # (index offset, counts)
 EMPTY: Buckets = (0, ())
 
+
 def trim(offset: int, counts: tuple[int, ...] | list[int]) -> Buckets:
     """Drop empty buckets at both ends (SDKs often send leading zeros)."""
     lo, hi = 0, len(counts)
@@ -83,9 +84,9 @@ def merge_fit(
     return scale, merge(a_pos, b_pos), merge(a_neg, b_neg)
 
 
-def fit(scale: int, positive: Buckets, negative: Buckets, target_scale: int, max_buckets: int) -> tuple[
-    int, Buckets, Buckets
-]:
+def fit(
+    scale: int, positive: Buckets, negative: Buckets, target_scale: int, max_buckets: int
+) -> tuple[int, Buckets, Buckets]:
     """Downscale both sides to min(scale, target_scale), then further until each fits max_buckets."""
     by = max(0, scale - target_scale)
     while True:

@@ -158,9 +158,7 @@ class LabelBuilder:
     fill it and its size follows the series caps.
     """
 
-    def __init__(
-        self, max_label_sets: int = 20_000, max_names: int = 4096, max_bases: int = 1024
-    ) -> None:
+    def __init__(self, max_label_sets: int = 20_000, max_names: int = 4096, max_bases: int = 1024) -> None:
         self._names: dict[str, str | None] = {}
         self._bases: dict[tuple, BaseLabels] = {}
         self._label_sets: dict[tuple[int, bytes], tuple[LabelKey, dict[str, str]]] = {}

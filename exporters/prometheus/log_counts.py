@@ -28,9 +28,7 @@ def severity(number: int, text: str) -> str:
 class LogCounts:
     def __init__(self, store: SeriesStore) -> None:
         self._store = store
-        self._family = store.builtin(
-            LOG_RECORDS_FAMILY, "counter", "Number of log records, by service and severity"
-        )
+        self._family = store.builtin(LOG_RECORDS_FAMILY, "counter", "Number of log records, by service and severity")
 
     def observe(self, request: ExportLogsServiceRequest, now: float) -> None:
         tally: dict[tuple[str, str], int] = {}

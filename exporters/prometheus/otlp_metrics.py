@@ -98,14 +98,22 @@ class MetricsTranslator:
             identity = resource_identity(rm.resource.attributes)
             if identity.job and not identity.instance:
                 # Replicas without an instance id write the same series and their counters flap.
-                self._store.warn_once(identity.job, "instance", "job %s sends no service.instance.id: "
-                                      "its replicas share series", identity.job)
+                self._store.warn_once(
+                    identity.job,
+                    "instance",
+                    "job %s sends no service.instance.id: its replicas share series",
+                    identity.job,
+                )
             if config.target_info and (identity.job or identity.instance):
                 self._observe_target(identity, now)
             for sm in rm.scope_metrics:
                 scope = sm.scope
                 base = self._labels.base(
-                    identity, scope.name, scope.version, sm.schema_url, scope.attributes,
+                    identity,
+                    scope.name,
+                    scope.version,
+                    sm.schema_url,
+                    scope.attributes,
                     scope_labels=config.scope_labels,
                 )
                 for metric in sm.metrics:
@@ -247,8 +255,16 @@ class MetricsTranslator:
         )
         total = point.sum if point.HasField("sum") else None
         return ExpHist(
-            labels, scale, zero_threshold, point.zero_count, positive, negative, total,
-            point.start_time_unix_nano, point.time_unix_nano, now,
+            labels,
+            scale,
+            zero_threshold,
+            point.zero_count,
+            positive,
+            negative,
+            total,
+            point.start_time_unix_nano,
+            point.time_unix_nano,
+            now,
         )
 
     @staticmethod

@@ -213,8 +213,9 @@ class SeriesStore:
         family = self.families.get(name)
         if family is not None:
             if family.kind != kind:
-                self.warn_once(name, kind, "instrument type conflict: %s is a %s, dropping %s points", name,
-                               family.kind, kind)
+                self.warn_once(
+                    name, kind, "instrument type conflict: %s is a %s, dropping %s points", name, family.kind, kind
+                )
                 return Reason.TYPE_CONFLICT
             if not family.builtin:
                 return family
@@ -225,8 +226,12 @@ class SeriesStore:
             created = self._create(name, kind, help, unit, builtin=False)
             if created is not None:
                 return created
-        self.warn_once(name, "clash", "metric name %s clashes with another family's samples or a name otelpg "
-                       "writes, dropping its points", name)
+        self.warn_once(
+            name,
+            "clash",
+            "metric name %s clashes with another family's samples or a name otelpg writes, dropping its points",
+            name,
+        )
         return Reason.NAME_CLASH
 
     def _create(self, name: str, kind: Kind, help: str, unit: str, builtin: bool) -> Family | None:
@@ -260,8 +265,13 @@ class SeriesStore:
             return key
         if len(series) < self.max_series_per_metric and self.active < self.max_series_total:
             return key
-        self.warn_once(family.name, "cap", "series cap reached for %s: new label sets are %s", family.name,
-                       "folded into its otel_metric_overflow series" if additive else "dropped")
+        self.warn_once(
+            family.name,
+            "cap",
+            "series cap reached for %s: new label sets are %s",
+            family.name,
+            "folded into its otel_metric_overflow series" if additive else "dropped",
+        )
         if additive:
             self.dropped[Reason.OVERFLOW] += 1
             return OVERFLOW_KEY

@@ -29,7 +29,10 @@ def _stand_ins() -> dict[int, type[Message]]:
         point.field.add(name="attributes", number=number, type=_FIELD.TYPE_BYTES, label=_FIELD.LABEL_REPEATED)
         points = file.message_type.add(name=f"Points{number}")
         points.field.add(
-            name="data_points", number=1, type=_FIELD.TYPE_MESSAGE, label=_FIELD.LABEL_REPEATED,
+            name="data_points",
+            number=1,
+            type=_FIELD.TYPE_MESSAGE,
+            label=_FIELD.LABEL_REPEATED,
             type_name=f".{_PACKAGE}.Point{number}",
         )
     pool = descriptor_pool.DescriptorPool()

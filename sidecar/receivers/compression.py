@@ -26,6 +26,7 @@ Account = Callable[[int], None]
 def _ignore(delta: int) -> None:
     return None
 
+
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip container only, like Go's compress/gzip
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_WBITS = -zlib.MAX_WBITS
@@ -92,9 +93,7 @@ def _parse_codings(header: str) -> list[str]:
             continue
         name = _ALIASES.get(name, name)
         if name not in _DECODERS:
-            raise DecodeError(
-                f'unsupported Content-Encoding "{raw.strip()[:64]}" (supported: {_SUPPORTED})'
-            )
+            raise DecodeError(f'unsupported Content-Encoding "{raw.strip()[:64]}" (supported: {_SUPPORTED})')
         codings.append(name)
     return codings
 
@@ -167,7 +166,13 @@ def _inflate_one(body: bytes, limit: int, wbits: int, name: str, account: Accoun
 
 
 def _inflate(
-    view: memoryview, pos: int, wbits: int, limit: int, total: int, out: list[bytes], name: str,
+    view: memoryview,
+    pos: int,
+    wbits: int,
+    limit: int,
+    total: int,
+    out: list[bytes],
+    name: str,
     account: Account,
 ) -> tuple[int, int]:
     """Inflate the stream starting at `view[pos]`, appending output to `out`.
@@ -226,8 +231,14 @@ def _unzstd(body: bytes, limit: int, account: Account) -> bytes:
 
 
 def _unzstd_frame(
-    dctx: zstandard.ZstdDecompressor, view: memoryview, pos: int, limit: int, total: int, out: list[bytes],
-    account: Account, max_window: int,
+    dctx: zstandard.ZstdDecompressor,
+    view: memoryview,
+    pos: int,
+    limit: int,
+    total: int,
+    out: list[bytes],
+    account: Account,
+    max_window: int,
 ) -> tuple[int, int]:
     """Decode the frame starting at `view[pos]`; returns the running total and the position after it.
 

@@ -58,9 +58,7 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 # type/subtype, then `; name=value` parameters, like Go's mime.ParseMediaType (which the Collector
 # uses): case-insensitive, parameters ignored but a malformed one rejects the whole header.
-_CONTENT_TYPE = re.compile(
-    rf"\s*({_TOKEN}/{_TOKEN})\s*(?:;\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|{_QUOTED})\s*)*;?\s*"
-)
+_CONTENT_TYPE = re.compile(rf"\s*({_TOKEN}/{_TOKEN})\s*(?:;\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|{_QUOTED})\s*)*;?\s*")
 
 
 def media_type(content_type: str | None) -> str:
@@ -69,9 +67,7 @@ def media_type(content_type: str | None) -> str:
     media = _MEDIA_TYPES.get(match.group(1).lower()) if match else None
     if media is None:
         shown = f'"{content_type[:100]}"' if content_type else "missing"
-        raise UnsupportedMediaTypeError(
-            f"unsupported Content-Type {shown}; supported: {_SUPPORTED_MEDIA}"
-        )
+        raise UnsupportedMediaTypeError(f"unsupported Content-Type {shown}; supported: {_SUPPORTED_MEDIA}")
     return media
 
 
@@ -313,7 +309,9 @@ def _json_format_decoder(field: FieldDescriptor) -> _Decoder:
     def decode(message: Message, value: Any, depth: int) -> None:
         try:
             json_format.ParseDict(
-                {key: value}, message, ignore_unknown_fields=True,
+                {key: value},
+                message,
+                ignore_unknown_fields=True,
                 max_recursion_depth=max(1, _MAX_NESTING - depth),
             )
         except json_format.ParseError as exc:

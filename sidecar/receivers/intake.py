@@ -38,8 +38,9 @@ JSON_BYTES_PER_VALUE = 120
 JSON_MAX_EXPANSION = 10
 
 
-async def export_request(signal: Signal, body: bytes, media: str, reservation: Reservation,
-                         *, max_body: int, max_list: int | None = None) -> ExportRequest:
+async def export_request(
+    signal: Signal, body: bytes, media: str, reservation: Reservation, *, max_body: int, max_list: int | None = None
+) -> ExportRequest:
     """The ExportRequest of a decompressed body; DecodeError if it isn't one, BackpressureError when
     the memory budget can't hold its decoding (the reservation keeps what it held). Lists longer
     than `max_list` (attributes, array values...) are cut before anything decodes them."""
@@ -54,8 +55,17 @@ async def export_request(signal: Signal, body: bytes, media: str, reservation: R
         largest = max(len(c) for c in split.chunks)
         messages = split.messages * largest // max(1, len(body))
         reservation.grow(copied + DECODED_BYTES_PER_BYTE * largest + DECODED_BYTES_PER_MESSAGE * messages)
-    return ExportRequest(signal, body, split.chunks, split.items, split.rejected, split.reason, split.messages,
-                         reservation, split.truncated)
+    return ExportRequest(
+        signal,
+        body,
+        split.chunks,
+        split.items,
+        split.rejected,
+        split.reason,
+        split.messages,
+        reservation,
+        split.truncated,
+    )
 
 
 async def _split(signal: Signal, body: bytes, max_list: int | None) -> otlpwire.Split:

@@ -42,9 +42,7 @@ def _trailers(status: Status) -> tuple[tuple[str, bytes], ...]:
     if status.retry_after is None:
         return (("grpc-status-details-bin", rich.SerializeToString()),)
     info = error_details_pb2.RetryInfo(
-        retry_delay=duration_pb2.Duration(
-            seconds=int(status.retry_after), nanos=int((status.retry_after % 1) * 1e9)
-        )
+        retry_delay=duration_pb2.Duration(seconds=int(status.retry_after), nanos=int((status.retry_after % 1) * 1e9))
     )
     rich.details.add().Pack(info)
     return (
@@ -147,8 +145,9 @@ class GrpcReceiver:
         with self._admission.reserve(self._max) as reservation:  # the largest message it may read
             body = await self._read(context)
             reservation.resize(len(body))
-            export = await export_request(signal, body, PROTOBUF, reservation, max_body=self._max,
-                                           max_list=self._max_list)
+            export = await export_request(
+                signal, body, PROTOBUF, reservation, max_body=self._max, max_list=self._max_list
+            )
             del body
             seen[0] = export.items
             if not export.chunks:  # nothing to store: empty, or every item refused by the limits

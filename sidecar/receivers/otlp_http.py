@@ -80,8 +80,9 @@ class HttpReceiver:
                 raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {self._max_body}")
             with self._admission.reserve(length or 0) as reservation:
                 body = await self._read_body(request, reservation)
-                export = await export_request(signal, body, media, reservation, max_body=self._max_body,
-                                               max_list=self._max_list)
+                export = await export_request(
+                    signal, body, media, reservation, max_body=self._max_body, max_list=self._max_list
+                )
                 del body
                 items = export.items
                 if not export.chunks:  # nothing to store: empty, or every item refused by the limits

@@ -47,16 +47,37 @@ class Signal:
 
 
 TRACES = Signal(
-    "traces", 0, "/v1/traces", "spans", ("span", "spans"), ExportTraceServiceRequest, ExportTraceServiceResponse,
-    "rejected_spans", "opentelemetry.proto.collector.trace.v1.TraceService",
+    "traces",
+    0,
+    "/v1/traces",
+    "spans",
+    ("span", "spans"),
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    "rejected_spans",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
 )
 METRICS = Signal(
-    "metrics", 1, "/v1/metrics", "metric_points", ("data point", "data points"), ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse, "rejected_data_points", "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "metrics",
+    1,
+    "/v1/metrics",
+    "metric_points",
+    ("data point", "data points"),
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+    "rejected_data_points",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
 )
 LOGS = Signal(
-    "logs", 2, "/v1/logs", "log_records", ("log record", "log records"), ExportLogsServiceRequest,
-    ExportLogsServiceResponse, "rejected_log_records", "opentelemetry.proto.collector.logs.v1.LogsService",
+    "logs",
+    2,
+    "/v1/logs",
+    "log_records",
+    ("log record", "log records"),
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    "rejected_log_records",
+    "opentelemetry.proto.collector.logs.v1.LogsService",
 )
 
 SIGNALS: tuple[Signal, ...] = (TRACES, METRICS, LOGS)

@@ -830,8 +830,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     b.add_argument("--db-pool-size", type=int, default=DatabaseConfig.pool_max_size, help="database.pool_max_size")
     b.add_argument("--queue-max-rows", type=int, default=QueueConfig.max_rows)
     b.add_argument("--queue-max-bytes", type=int, default=QueueConfig.max_bytes)
-    b.add_argument("--no-rollups", action="store_true",
-                   help="rollups.enabled: false (what keeping performance_metrics_1m/_1h in step costs)")
+    b.add_argument(
+        "--no-rollups",
+        action="store_true",
+        help="rollups.enabled: false (what keeping performance_metrics_1m/_1h in step costs)",
+    )
     r = p.add_argument_group("references")
     r.add_argument("--copy-rows", type=int, default=200_000, help="rows for the raw COPY reference [200000]")
     r.add_argument("--copy-connections", default="1,2", help="raw COPY connection counts to measure [1,2]")

@@ -43,8 +43,12 @@ from tests.bench._otlp_gen import ITEM_NAMES, build_templates  # noqa: E402
 DAYS = 30
 SERIES_METRICS, SERIES_SERVICES, SERIES_ROUTES = 40, 8, 8
 SERIES = SERIES_METRICS * SERIES_SERVICES * SERIES_ROUTES
-SHARES = {"performance_metrics": 0.50, "system_events": 0.35, "performance_metrics_1m": 0.10,
-          "performance_metrics_1h": 0.05}
+SHARES = {
+    "performance_metrics": 0.50,
+    "system_events": 0.35,
+    "performance_metrics_1m": 0.10,
+    "performance_metrics_1h": 0.05,
+}
 CHUNK = 500_000
 MAX_DROP = 0.20
 
@@ -162,16 +166,21 @@ async def fill(dsn: str, size: int, full: int, window: tuple[dt.datetime, dt.dat
 def start_otelpg(dsn: str, workdir: Path, derived: str):
     from tests.otelpg_process import OtelpgProcess
 
-    config = {"log_level": "info", "database": {"pool_min_size": 2, "pool_max_size": 8},
-              "rollups": {"enabled": derived == "on"},
-              "partitions": {"days_behind": DAYS + 1}}  # the prefill's days have partitions
+    config = {
+        "log_level": "info",
+        "database": {"pool_min_size": 2, "pool_max_size": 8},
+        "rollups": {"enabled": derived == "on"},
+        "partitions": {"days_behind": DAYS + 1},
+    }  # the prefill's days have partitions
     if derived == "off":  # to measure what the derived tables cost
         config["user_analytics"] = {"enabled": False}
         config["agent_states"] = {"enabled": False}
     cfg = workdir / "otelpg-scaling.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    env = {"OTELPG_DATABASE_URL": dsn,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        "OTELPG_DATABASE_URL": dsn,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     proc = OtelpgProcess(workdir / "data", env, ("--config", str(cfg)))
     proc.start()
     return proc
@@ -180,15 +189,25 @@ def start_otelpg(dsn: str, workdir: Path, derived: str):
 _phase = [0]
 
 
-def measure_ingest(target: str, signal: str, templates, duration: float, warmup: float, concurrency: int,
-                   clients: int) -> float:
+def measure_ingest(
+    target: str, signal: str, templates, duration: float, warmup: float, concurrency: int, clients: int
+) -> float:
     """Acknowledged items/s over [warmup, warmup + duration], closed loop."""
     _phase[0] += 1
     ctx = mp.get_context("spawn")
     procs, pipes = [], []
     for c in range(clients):
-        spec = ClientSpec(transport="http", target=target, signal=signal, templates=templates, client=c,
-                          clients=clients, id_base=_phase[0] * 50_000_000, concurrency=concurrency, pool=1500)
+        spec = ClientSpec(
+            transport="http",
+            target=target,
+            signal=signal,
+            templates=templates,
+            client=c,
+            clients=clients,
+            id_base=_phase[0] * 50_000_000,
+            concurrency=concurrency,
+            pool=1500,
+        )
         parent, child = ctx.Pipe()
         p = ctx.Process(target=client_main, args=(spec, child), daemon=True)
         p.start()
@@ -222,6 +241,7 @@ def measure_ingest(target: str, signal: str, templates, duration: float, warmup:
 
 def grafana_queries(now: dt.datetime) -> dict[str, str]:
     """Dashboard panels as Grafana sends them once $__timeFilter / $__timeGroup are expanded."""
+
     def between(delta: dt.timedelta) -> str:
         return f"BETWEEN '{(now - delta).isoformat()}' AND '{now.isoformat()}'"
 
@@ -281,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="runs per signal and size, interleaved; the median counts")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--clients", type=int, default=1)
-    p.add_argument("--derived", choices=("on", "no-rollups", "off"), default="on",
-                   help="rollups, user_analytics and agent_states: all on, rollups off, or all off")
+    p.add_argument(
+        "--derived",
+        choices=("on", "no-rollups", "off"),
+        default="on",
+        help="rollups, user_analytics and agent_states: all on, rollups off, or all off",
+    )
     p.add_argument("--keep", action="store_true", help="keep the schemas")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -299,10 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[tuple[int, str], list[float]] = {(size, s): [] for size in sizes for s in signals}
     latencies: dict[int, dict[str, float]] = {}
     try:
-        print(f"PostgreSQL {asyncio.run(_server_version(base_dsn))}; {os.cpu_count()} CPUs; "
-              f"derived tables {args.derived}; "
-              f"{args.duration:g}s per run after {args.warmup:g}s of warm-up; {args.repeat} runs per size and "
-              "signal, sizes interleaved (the machine is shared: alternating spreads its noise over both)")
+        print(
+            f"PostgreSQL {asyncio.run(_server_version(base_dsn))}; {os.cpu_count()} CPUs; "
+            f"derived tables {args.derived}; "
+            f"{args.duration:g}s per run after {args.warmup:g}s of warm-up; {args.repeat} runs per size and "
+            "signal, sizes interleaved (the machine is shared: alternating spreads its noise over both)"
+        )
         for size in sizes:
             print(f"\n== schema with {size:,} rows already in the tables")
             schemas[size] = dsn = asyncio.run(_pg.fresh_schema(base_dsn, "scaling", migrated=True))
@@ -316,16 +342,28 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             (workdir / str(size)).mkdir()
             procs[size] = start_otelpg(schemas[size], workdir / str(size), args.derived)
-        print("\n== ingest through otelpg run (OTLP/HTTP protobuf, closed loop, "
-              f"concurrency {args.concurrency}), acknowledged items/s")
+        print(
+            "\n== ingest through otelpg run (OTLP/HTTP protobuf, closed loop, "
+            f"concurrency {args.concurrency}), acknowledged items/s"
+        )
         for r in range(args.repeat):
             for signal in signals:
                 for size in sizes:
-                    rate = measure_ingest(procs[size].url("http"), signal, templates[signal], args.duration,
-                                          args.warmup, args.concurrency, args.clients)
+                    rate = measure_ingest(
+                        procs[size].url("http"),
+                        signal,
+                        templates[signal],
+                        args.duration,
+                        args.warmup,
+                        args.concurrency,
+                        args.clients,
+                    )
                     rates[(size, signal)].append(rate)
-                    print(f"  run {r + 1} {signal:<8} {size:>11,} rows: {rate:>9,.0f} {ITEM_NAMES[signal]}/s "
-                          f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
+                    print(
+                        f"  run {r + 1} {signal:<8} {size:>11,} rows: {rate:>9,.0f} {ITEM_NAMES[signal]}/s "
+                        f"(load avg {os.getloadavg()[0]:.1f})",
+                        flush=True,
+                    )
     finally:
         for proc in procs.values():
             proc.stop()
@@ -343,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         change = b / a - 1
         passed = change >= -MAX_DROP
         ok &= passed
-        print(f"  ingest {signal}: median {a:,.0f} -> {b:,.0f} {ITEM_NAMES[signal]}/s ({change:+.1%}; best "
-              f"{max(rates[(first, signal)]):,.0f} -> {max(rates[(last, signal)]):,.0f}) "
-              f"{'PASS' if passed else 'FAIL'} (must not fall by more than {MAX_DROP:.0%})")
+        print(
+            f"  ingest {signal}: median {a:,.0f} -> {b:,.0f} {ITEM_NAMES[signal]}/s ({change:+.1%}; best "
+            f"{max(rates[(first, signal)]):,.0f} -> {max(rates[(last, signal)]):,.0f}) "
+            f"{'PASS' if passed else 'FAIL'} (must not fall by more than {MAX_DROP:.0%})"
+        )
     for name in latencies[first]:
         print(f"  query {name}: {latencies[first][name]:.1f} -> {latencies[last][name]:.1f} ms")
     return 0 if ok else 1

@@ -62,8 +62,12 @@ def counter_request(metric: int, series: range, value: float) -> bytes:
     m.sum.aggregation_temporality, m.sum.is_monotonic = CUMULATIVE, True
     now = time.time_ns()
     for s in series:
-        m.sum.data_points.add(as_double=value, start_time_unix_nano=START_NS, time_unix_nano=now,
-                              attributes=[_kv("user", f"user-{s:05d}"), _kv("route", f"/r/{s % 50}")])
+        m.sum.data_points.add(
+            as_double=value,
+            start_time_unix_nano=START_NS,
+            time_unix_nano=now,
+            attributes=[_kv("user", f"user-{s:05d}"), _kv("route", f"/r/{s % 50}")],
+        )
     return request.SerializeToString()
 
 
@@ -74,9 +78,15 @@ def histogram_request(metric: int, series: range) -> bytes:
     now = time.time_ns()
     counts = [1] * (len(BOUNDS) + 1)
     for s in series:
-        m.histogram.data_points.add(count=sum(counts), sum=1.5, bucket_counts=counts, explicit_bounds=BOUNDS,
-                                    start_time_unix_nano=START_NS, time_unix_nano=now,
-                                    attributes=[_kv("user", f"user-{s:05d}")])
+        m.histogram.data_points.add(
+            count=sum(counts),
+            sum=1.5,
+            bucket_counts=counts,
+            explicit_bounds=BOUNDS,
+            start_time_unix_nano=START_NS,
+            time_unix_nano=now,
+            attributes=[_kv("user", f"user-{s:05d}")],
+        )
     return request.SerializeToString()
 
 
@@ -134,8 +144,10 @@ def pct(values: list[float], q: float) -> float:
 
 def report(name: str, latencies: list[float], seconds: float, points: int) -> None:
     ms = [x * 1000 for x in latencies]
-    print(f"  {name:<28} {len(ms) / seconds:7.0f} req/s {len(ms) * points / seconds:9.0f} points/s   "
-          f"p50 {pct(ms, 0.5):6.1f}  p90 {pct(ms, 0.9):6.1f}  p99 {pct(ms, 0.99):6.1f}  max {max(ms):6.1f} ms")
+    print(
+        f"  {name:<28} {len(ms) / seconds:7.0f} req/s {len(ms) * points / seconds:9.0f} points/s   "
+        f"p50 {pct(ms, 0.5):6.1f}  p90 {pct(ms, 0.9):6.1f}  p99 {pct(ms, 0.99):6.1f}  max {max(ms):6.1f} ms"
+    )
 
 
 async def fresh_schema(server_dsn: str) -> str:
@@ -155,8 +167,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15, help="duration of each measured phase")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent ingest senders")
     parser.add_argument("--points", type=int, default=100, help="metric points per ingest request")
-    parser.add_argument("--max-delay", type=float, default=0.02,
-                        help="otelpg batch.max_delay: the floor of ack latency (default config: 0.2)")
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=0.02,
+        help="otelpg batch.max_delay: the floor of ack latency (default config: 0.2)",
+    )
     args = parser.parse_args()
 
     metrics = max(1, args.series // PER_METRIC)
@@ -172,9 +188,14 @@ def main() -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server_dsn = embedded.start()
-    proc = otelpg_with_config(work, asyncio.run(fresh_schema(server_dsn)), (
-        f"prometheus:\n  max_series_per_metric: {PER_METRIC}\n  max_series_total: {metrics * PER_METRIC + 1000}\n"
-        f"batch:\n  max_delay: {args.max_delay}\nlog_level: warning\n"))
+    proc = otelpg_with_config(
+        work,
+        asyncio.run(fresh_schema(server_dsn)),
+        (
+            f"prometheus:\n  max_series_per_metric: {PER_METRIC}\n  max_series_total: {metrics * PER_METRIC + 1000}\n"
+            f"batch:\n  max_delay: {args.max_delay}\nlog_level: warning\n"
+        ),
+    )
     proc.env["OTELPG_LOG_LEVEL"] = "info"  # the test harness finds the ports in the log
     proc.start()
     try:
@@ -183,14 +204,18 @@ def main() -> int:
         asyncio.run(fill(http, counters, histograms))
         fams = families(scrape(metrics_url).text)
         series = fams["otelpg_prometheus_active_series"].samples[0].value
-        print(f"otelpg with {series:.0f} series ({counters} counters and {histograms} histograms of {PER_METRIC} "
-              f"series) filled in {time.perf_counter() - started:.1f}s; batch.max_delay {args.max_delay}s, "
-              f"{args.concurrency} senders x {args.points} points per request, {args.seconds:.0f}s per phase")
+        print(
+            f"otelpg with {series:.0f} series ({counters} counters and {histograms} histograms of {PER_METRIC} "
+            f"series) filled in {time.perf_counter() - started:.1f}s; batch.max_delay {args.max_delay}s, "
+            f"{args.concurrency} senders x {args.points} points per request, {args.seconds:.0f}s per phase"
+        )
         for accept, encoding, label in ((None, None, "text 0.0.4"), (PROMETHEUS_ACCEPT, "gzip", "OpenMetrics+gzip")):
             t = time.perf_counter()
             got = scrape(metrics_url, accept=accept, accept_encoding=encoding, timeout=120)
-            print(f"  one scrape, idle, {label:<17}: {time.perf_counter() - t:5.2f}s, {len(got.body) / MiB:5.1f} MiB"
-                  + (f", {got.text.count(chr(10))} lines" if encoding is None else ""))
+            print(
+                f"  one scrape, idle, {label:<17}: {time.perf_counter() - t:5.2f}s, {len(got.body) / MiB:5.1f} MiB"
+                + (f", {got.text.count(chr(10))} lines" if encoding is None else "")
+            )
 
         asyncio.run(ingest(http, 2, args.concurrency, args.points, counters))  # warm-up
         print("ingest ack latency:")
@@ -210,9 +235,11 @@ def main() -> int:
         report("back-to-back scrapes", busy, args.seconds, args.points)
         again = asyncio.run(ingest(http, args.seconds, args.concurrency, args.points, counters))
         report("no scrape (again)", again, args.seconds, args.points)
-        print(f"scrapes during the loaded phase: {len(durations)}, duration p50 {statistics.median(durations):.2f}s "
-              f"max {max(durations):.2f}s, {statistics.median(sizes) / MiB:.1f} MiB gzipped; otelpg CPU in that "
-              f"phase {(cpu.user + cpu.system - otelpg_cpu.user - otelpg_cpu.system) / args.seconds:.2f} cores")
+        print(
+            f"scrapes during the loaded phase: {len(durations)}, duration p50 {statistics.median(durations):.2f}s "
+            f"max {max(durations):.2f}s, {statistics.median(sizes) / MiB:.1f} MiB gzipped; otelpg CPU in that "
+            f"phase {(cpu.user + cpu.system - otelpg_cpu.user - otelpg_cpu.system) / args.seconds:.2f} cores"
+        )
         p99_ratio = pct(busy, 0.99) / max(pct(quiet, 0.99), pct(again, 0.99))
         print(f"p99 with scrapes / p99 without: {p99_ratio:.2f}x")
     finally:

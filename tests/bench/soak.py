@@ -58,9 +58,13 @@ class PostgresController:
     def __init__(self, root: Path) -> None:
         import subprocess
 
-        self.proc = subprocess.Popen([sys.executable, "-c", _CONTROLLER, str(root)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True,
-                                     cwd=str(Path(__file__).resolve().parents[2]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CONTROLLER, str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
 
     def _say(self, command: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -100,8 +104,13 @@ def spans_json(keys: list[str]) -> bytes:
     scope = rs.scope_spans.add()
     now = time.time_ns()
     for k in keys:
-        scope.spans.add(name=k, trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8],
-                        start_time_unix_nano=now, end_time_unix_nano=now + 1000)
+        scope.spans.add(
+            name=k,
+            trace_id=uuid.uuid4().bytes,
+            span_id=uuid.uuid4().bytes[:8],
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1000,
+        )
     return orjson.dumps(message_to_otlp_json(req))
 
 
@@ -178,10 +187,12 @@ async def grpc_client(name: str, target: str, tally: Tally, stop: asyncio.Event)
 async def stored(dsn: str) -> dict[str, list[str]]:
     conn = await asyncpg.connect(dsn)
     try:
-        logs = await conn.fetch("SELECT payload->>'body' AS k FROM system_events WHERE event_type = 'log' "
-                                "AND service_name = 'soak'")
-        spans = await conn.fetch("SELECT name AS k FROM system_events WHERE event_type = 'span' "
-                                 "AND service_name = 'soak'")
+        logs = await conn.fetch(
+            "SELECT payload->>'body' AS k FROM system_events WHERE event_type = 'log' AND service_name = 'soak'"
+        )
+        spans = await conn.fetch(
+            "SELECT name AS k FROM system_events WHERE event_type = 'span' AND service_name = 'soak'"
+        )
         points = await conn.fetch("SELECT tags->>'key' AS k FROM performance_metrics WHERE metric_name = 'soak.points'")
     finally:
         await conn.close()
@@ -205,10 +216,16 @@ async def main() -> int:
     tally, stop = Tally(), asyncio.Event()
     tasks = []
     for c in range(args.clients):
-        tasks.append(asyncio.create_task(http_client(f"log{c}", proc.url("http", "/v1/logs"), logs_body,
-                                                     "application/x-protobuf", tally, stop)))
-        tasks.append(asyncio.create_task(http_client(f"span{c}", proc.url("http", "/v1/traces"), spans_json,
-                                                     "application/json", tally, stop)))
+        tasks.append(
+            asyncio.create_task(
+                http_client(f"log{c}", proc.url("http", "/v1/logs"), logs_body, "application/x-protobuf", tally, stop)
+            )
+        )
+        tasks.append(
+            asyncio.create_task(
+                http_client(f"span{c}", proc.url("http", "/v1/traces"), spans_json, "application/json", tally, stop)
+            )
+        )
         tasks.append(asyncio.create_task(grpc_client(f"pt{c}", proc.grpc_target, tally, stop)))
     started = time.monotonic()
     deadline = started + args.minutes * 60
@@ -232,8 +249,11 @@ async def main() -> int:
             if now - last_report >= 60:
                 last_report = now
                 acked = sum(len(v) for v in tally.acked.values())
-                print(f"[{now - started:6.0f}s] acked items {acked:,}  otelpg RSS "
-                      f"{psutil.Process(proc.proc.pid).memory_info().rss / 2**20:.0f} MiB", flush=True)
+                print(
+                    f"[{now - started:6.0f}s] acked items {acked:,}  otelpg RSS "
+                    f"{psutil.Process(proc.proc.pid).memory_info().rss / 2**20:.0f} MiB",
+                    flush=True,
+                )
         stop.set()
         await asyncio.gather(*tasks)
         # Let the spool drain, then compare.
@@ -246,8 +266,10 @@ async def main() -> int:
     finally:
         code = proc.stop(60)
         pg.stop()
-    print(f"\nsoak: {args.minutes:g} min, {outages} database outages of {args.outage_seconds:g}s, "
-          f"otelpg exit code {code}, peak RSS {rss_peak / 2**20:.0f} MiB")
+    print(
+        f"\nsoak: {args.minutes:g} min, {outages} database outages of {args.outage_seconds:g}s, "
+        f"otelpg exit code {code}, peak RSS {rss_peak / 2**20:.0f} MiB"
+    )
     print("responses: " + ", ".join(f"{k}={v}" for k, v in sorted(tally.statuses.items())))
     lost_total = dup_total = 0
     for kind in ("logs", "spans", "points"):

@@ -51,7 +51,8 @@ async def _drop(server_dsn: str, schema: str) -> None:
 async def _error_trace(conn: asyncpg.Connection) -> str:
     return await conn.fetchval(
         "SELECT replace(trace_id::text, '-', '') FROM system_events "
-        "WHERE event_type = 'span' AND severity = 'error' ORDER BY timestamp DESC LIMIT 1")
+        "WHERE event_type = 'span' AND severity = 'error' ORDER BY timestamp DESC LIMIT 1"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,8 @@ async def _span_metrics(conn: asyncpg.Connection) -> None:
                   min(resource_id) AS resource_id, name, payload->>'kind' AS kind,
                   payload#>>'{status,code}' AS status, array_agg(coalesce(duration_ms, 0) / 1000) AS seconds
            FROM system_events WHERE event_type = 'span'
-           GROUP BY 1, 2, 4, 5, 6""")
+           GROUP BY 1, 2, 4, 5, 6"""
+    )
     rows = []
     for s in spans:
         counts = [0] * (len(bounds) + 1)
@@ -88,13 +89,33 @@ async def _span_metrics(conn: asyncpg.Connection) -> None:
             counts[bisect_left(bounds, seconds)] += 1
         total = sum(s["seconds"])
         tags = {"span.name": s["name"], "span.kind": s["kind"], "status.code": s["status"]}
-        rows.append((uuid.uuid4(), SPAN_DURATION, total, "s", _json(tags), s["flushed"], s["service_name"],
-                     s["resource_id"], "histogram", "delta", s["flushed"] - dt.timedelta(minutes=1),
-                     len(s["seconds"]), total, min(s["seconds"]), max(s["seconds"]), bounds, counts))
+        rows.append(
+            (
+                uuid.uuid4(),
+                SPAN_DURATION,
+                total,
+                "s",
+                _json(tags),
+                s["flushed"],
+                s["service_name"],
+                s["resource_id"],
+                "histogram",
+                "delta",
+                s["flushed"] - dt.timedelta(minutes=1),
+                len(s["seconds"]),
+                total,
+                min(s["seconds"]),
+                max(s["seconds"]),
+                bounds,
+                counts,
+            )
+        )
     await conn.executemany(
         """INSERT INTO performance_metrics (id, metric_name, value, unit, tags, timestamp, service_name, resource_id,
                metric_type, temporality, start_timestamp, count, sum, min, max, bucket_bounds, bucket_counts)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)""", rows)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)""",
+        rows,
+    )
 
 
 def _json(value: object) -> str:
@@ -134,10 +155,11 @@ async def _lookups(conn: asyncpg.Connection) -> None:
 # --- several days of history ------------------------------------------------------------------------
 
 
-
 async def _partition(conn: asyncpg.Connection, parent: str, suffix: str, start: dt.date, end: dt.date) -> None:
-    await conn.execute(f"CREATE TABLE IF NOT EXISTS {parent}_p{suffix} PARTITION OF {parent} "
-                       f"FOR VALUES FROM ('{start}T00:00:00Z') TO ('{end}T00:00:00Z')")
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {parent}_p{suffix} PARTITION OF {parent} "
+        f"FOR VALUES FROM ('{start}T00:00:00Z') TO ('{end}T00:00:00Z')"
+    )
 
 
 async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt.date) -> None:
@@ -158,7 +180,8 @@ async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt
         await _partition(conn, "performance_metrics_1h", f"{month:%Y%m}", month, following)
     start = dt.datetime.combine(first_day, dt.time(), dt.UTC)
     end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), dt.UTC)
-    await conn.execute("""
+    await conn.execute(
+        """
         WITH t AS (
             SELECT ts, row_number() OVER (ORDER BY ts) AS n, svc
             FROM generate_series($1::timestamptz, $2::timestamptz - interval '10 minutes', interval '10 minutes') ts
@@ -190,8 +213,12 @@ async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt
         SELECT 'log', svc, sev, jsonb_build_object('body', 'handled request ' || n, 'attributes', '{}'::jsonb),
                ts + interval '3 ms', svc, trace, lpad(to_hex(n), 16, '0'), NULL, NULL, NULL
         FROM spans CROSS JOIN unnest(ARRAY['debug', 'info', 'warn', 'error']) sev
-        """, start, end)
-    await conn.execute("""
+        """,
+        start,
+        end,
+    )
+    await conn.execute(
+        """
         INSERT INTO performance_metrics (metric_name, value, unit, tags, timestamp, service_name, metric_type,
                                          temporality, count, sum, min, max, bucket_bounds, bucket_counts)
         SELECT 'queue.depth', (extract(epoch from ts)::bigint % 97)::float8, '{item}',
@@ -204,4 +231,7 @@ async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt
                ARRAY[4, 3, 2, 1, 0]::bigint[]
         FROM generate_series($1::timestamptz, $2::timestamptz - interval '5 minutes', interval '5 minutes') ts
         CROSS JOIN (VALUES ('api'), ('worker')) s(svc)
-        """, start, end)
+        """,
+        start,
+        end,
+    )

@@ -42,17 +42,40 @@ def format_interval(delta: dt.timedelta) -> str:
 
 # rangeutil.roundInterval: (upper limit in ms, rounded interval in ms)
 _ROUND = [
-    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1500, 1000), (3500, 2000),
-    (7500, 5000), (12500, 10000), (17500, 15000), (25000, 20000), (45000, 30000), (90000, 60000),
-    (210000, 120000), (450000, 300000), (750000, 600000), (1050000, 900000), (1500000, 1200000),
-    (2700000, 1800000), (5400000, 3600000), (9000000, 7200000), (16200000, 10800000),
-    (24300000, 21600000), (64800000, 43200000), (604800000, 86400000), (1814400000, 604800000),
+    (15, 10),
+    (35, 20),
+    (75, 50),
+    (150, 100),
+    (350, 200),
+    (750, 500),
+    (1500, 1000),
+    (3500, 2000),
+    (7500, 5000),
+    (12500, 10000),
+    (17500, 15000),
+    (25000, 20000),
+    (45000, 30000),
+    (90000, 60000),
+    (210000, 120000),
+    (450000, 300000),
+    (750000, 600000),
+    (1050000, 900000),
+    (1500000, 1200000),
+    (2700000, 1800000),
+    (5400000, 3600000),
+    (9000000, 7200000),
+    (16200000, 10800000),
+    (24300000, 21600000),
+    (64800000, 43200000),
+    (604800000, 86400000),
+    (1814400000, 604800000),
     (3628800000, 2592000000),
 ]
 
 
-def grafana_interval(span: dt.timedelta, max_data_points: int = 1000,
-                     min_interval: dt.timedelta = dt.timedelta(seconds=10)) -> dt.timedelta:
+def grafana_interval(
+    span: dt.timedelta, max_data_points: int = 1000, min_interval: dt.timedelta = dt.timedelta(seconds=10)
+) -> dt.timedelta:
     """$__interval as Grafana computes it: range / max data points, rounded, at least the min interval."""
     raw_ms = span.total_seconds() * 1000 / max_data_points
     rounded = next((r for limit, r in _ROUND if raw_ms < limit), 31536000000)
@@ -204,7 +227,7 @@ def expand_macros(sql: str, tr: TimeRange) -> str:
         name = m[1]
         if name == "__timeGroup":  # pre-5.3 compatibility: directly followed by ',' → the alias form
             index = sql.find(m[0])
-            if index >= 0 and sql[index + len(m[0]):index + len(m[0]) + 1] == ",":
+            if index >= 0 and sql[index + len(m[0]) : index + len(m[0]) + 1] == ",":
                 name = "__timeGroupAlias"
         args = [a.strip(" ") for a in m[2].split(",")]
         return _evaluate(name, args, tr)

@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD_DIR = GRAFANA / "provisioning" / "dashboards" / "otelpg"
 PG_UID = "otelpg-postgres"
-DATA_TABLES = ("system_events", "performance_metrics", "performance_metrics_1m", "performance_metrics_1h",
-               "user_analytics")
+DATA_TABLES = (
+    "system_events",
+    "performance_metrics",
+    "performance_metrics_1m",
+    "performance_metrics_1h",
+    "user_analytics",
+)
 TIME_COLUMNS = {"timestamp", "bucket"}  # the partition keys of DATA_TABLES
 NUMERIC = (int, float, decimal.Decimal)
 
@@ -93,8 +98,13 @@ def test_dashboard_json_is_generated_from_dashboards_py():
 def test_the_five_dashboards_and_their_links():
     dashboards = _dashboards()
     titles = {d["title"] for d in dashboards.values()}
-    assert titles == {"otelpg / Services overview", "otelpg / Traces and events", "otelpg / Logs",
-                      "otelpg / Metrics explorer", "otelpg / Database utilization"}
+    assert titles == {
+        "otelpg / Services overview",
+        "otelpg / Traces and events",
+        "otelpg / Logs",
+        "otelpg / Metrics explorer",
+        "otelpg / Database utilization",
+    }
     uids = [d["uid"] for d in dashboards.values()]
     assert len(set(uids)) == len(uids)
     for d in dashboards.values():
@@ -268,7 +278,8 @@ def _tier_of(span: dt.timedelta) -> str:
 @pytest.mark.parametrize("tier", list(RANGES))
 @pytest.mark.parametrize("panel", [p for p in PANELS if any(t in p.sql for t in DATA_TABLES)], ids=lambda p: p.id)
 async def test_explain_prunes_partitions_and_reads_the_tier_of_the_range(
-        history_db: DashboardDB, panel: SqlPanel, tier: str):
+    history_db: DashboardDB, panel: SqlPanel, tier: str
+):
     start, end = _time_range(history_db, tier, filled=False)
     assert _tier_of(end - start) == tier
     conn = await asyncpg.connect(history_db.dsn)
@@ -292,8 +303,12 @@ async def test_explain_prunes_partitions_and_reads_the_tier_of_the_range(
     assert telemetry, f"{panel.id} reads no telemetry table over {end - start}"
     for parent in telemetry:
         every = {name for name, r in partitions.items() if r["parent"] == parent}
-        overlapping = {name for name, r in partitions.items() if r["parent"] == parent and not r["is_default"]
-                       and r["range_start"] <= end and r["range_end"] > start}
+        overlapping = {
+            name
+            for name, r in partitions.items()
+            if r["parent"] == parent and not r["is_default"] and r["range_start"] <= end and r["range_end"] > start
+        }
         assert by_parent[parent] <= overlapping, (
-            f"{parent}: scans {sorted(by_parent[parent] - overlapping)} outside {start} .. {end}")
+            f"{parent}: scans {sorted(by_parent[parent] - overlapping)} outside {start} .. {end}"
+        )
         assert len(by_parent[parent]) < len(every), f"{parent}: no partition pruned"

@@ -20,7 +20,8 @@ K8S = DEPLOY / "kubernetes"
 PROM = DEPLOY / "prometheus"
 PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`, installed by .ci/run)")
+    PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`, installed by .ci/run)"
+)
 
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
 
@@ -96,8 +97,9 @@ def test_deployment_runs_otelpg_as_a_sidecar_of_the_app():
     grpc_port = int(env["OTELPG_GRPC_ENDPOINT"]["value"].rsplit(":", 1)[1])
     assert _env(app)["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == f"http://127.0.0.1:{grpc_port}"
     # probes on the admin endpoints
-    probes = {kind: otelpg[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe", "startupProbe")
-              if kind in otelpg}
+    probes = {
+        kind: otelpg[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe", "startupProbe") if kind in otelpg
+    }
     assert probes["readinessProbe"]["path"] == "/api/health/ready"
     # not /health (503 while the database is away): a restart during an outage must be able to start
     assert probes["startupProbe"]["path"] == probes["livenessProbe"]["path"] == "/metrics"
@@ -246,15 +248,22 @@ def _ignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-@pytest.mark.parametrize(("dockerfile", "context"), [
-    (DEPLOY / "Dockerfile", ROOT),
-    (DEPLOY / "example-app" / "Dockerfile", DEPLOY / "example-app"),
-], ids=["otelpg", "example-app"])
+@pytest.mark.parametrize(
+    ("dockerfile", "context"),
+    [
+        (DEPLOY / "Dockerfile", ROOT),
+        (DEPLOY / "example-app" / "Dockerfile", DEPLOY / "example-app"),
+    ],
+    ids=["otelpg", "example-app"],
+)
 def test_dockerfile_copies_existing_files_runs_as_non_root_with_a_healthcheck(dockerfile: Path, context: Path):
     instructions = _instructions(dockerfile)
     ignore_file = dockerfile.with_name(dockerfile.name + ".dockerignore")
-    patterns = [p.strip() for p in ignore_file.read_text().splitlines()
-                if p.strip() and not p.startswith("#")] if ignore_file.exists() else []
+    patterns = (
+        [p.strip() for p in ignore_file.read_text().splitlines() if p.strip() and not p.startswith("#")]
+        if ignore_file.exists()
+        else []
+    )
     for word, rest in instructions:
         if word in ("COPY", "ADD") and "--from=" not in rest:
             *sources, _dest = rest.split()
@@ -263,8 +272,11 @@ def test_dockerfile_copies_existing_files_runs_as_non_root_with_a_healthcheck(do
                 assert not _ignored(source, patterns), f"{source} is excluded by {ignore_file.name}"
     users = [rest for word, rest in instructions if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert all(rest.split()[0].endswith("-slim") or " AS " in rest or "slim" in rest
-               for word, rest in instructions if word == "FROM")
+    assert all(
+        rest.split()[0].endswith("-slim") or " AS " in rest or "slim" in rest
+        for word, rest in instructions
+        if word == "FROM"
+    )
     if dockerfile.parent == DEPLOY:
         assert any(word == "HEALTHCHECK" for word, _ in instructions)
         env = " ".join(rest for word, rest in instructions if word == "ENV")

@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        timeout=600,
+    )
     (found,) = out.glob("otelpg-*.whl")
     return found
 
@@ -33,14 +36,14 @@ def test_the_wheel_carries_the_migrations(wheel: Path) -> None:
 def test_an_installed_otelpg_finds_its_migrations_without_a_checkout(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import sidecar.migrate as m; "
-            "print(m.MIGRATIONS_DIR); print(' '.join(x.name for x in m.discover()))")
+    code = "import sidecar.migrate as m; print(m.MIGRATIONS_DIR); print(' '.join(x.name for x in m.discover()))"
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     # -S keeps this environment's editable install (the checkout) out; its dependencies are added back.
     deps = [p for p in sys.path if p.endswith("site-packages")]
     env["PYTHONPATH"] = ":".join([str(site), *deps])
-    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     where, names = result.stdout.splitlines()
     assert where.startswith(str(site)), where  # the package data, not the checkout

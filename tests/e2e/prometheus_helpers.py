@@ -17,8 +17,10 @@ from tests.otelpg_process import OtelpgProcess
 PROMTOOL = shutil.which("promtool")
 NO_PROMTOOL = "promtool is not installed (Debian package `prometheus`; .ci/run installs it)"
 # What Prometheus 2.x sends when it scrapes.
-PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 
 
 @dataclass
@@ -66,8 +68,12 @@ def promtool_check(body: bytes) -> subprocess.CompletedProcess:
 
 def post_otlp(base_url: str, signal: str, message, timeout: float = 60) -> int:
     """POST one OTLP/HTTP protobuf request to /v1/<signal>; returns the status."""
-    request = urllib.request.Request(f"{base_url}/v1/{signal}", data=message.SerializeToString(), method="POST",
-                                     headers={"Content-Type": "application/x-protobuf"})
+    request = urllib.request.Request(
+        f"{base_url}/v1/{signal}",
+        data=message.SerializeToString(),
+        method="POST",
+        headers={"Content-Type": "application/x-protobuf"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             r.read()

@@ -57,8 +57,10 @@ async def test_http_request_beyond_the_bound_is_503_at_once(server, module_db):
         assert await h.stored(db, "logs", held) == 1
         assert await h.stored(db, "logs", refused) == 0
         metrics = await h.scrape(session, server)
-        assert h.metric_value(metrics, "otelpg_receiver_refused_requests_total",
-                              transport="http", reason="backpressure") >= 2
+        assert (
+            h.metric_value(metrics, "otelpg_receiver_refused_requests_total", transport="http", reason="backpressure")
+            >= 2
+        )
         assert h.metric_value(metrics, "otelpg_receiver_inflight_capacity_bytes") == 1
         assert h.metric_value(metrics, "otelpg_receiver_inflight_bytes") == 0  # all answered: nothing held
         await h.assert_still_serves(session, server, db)

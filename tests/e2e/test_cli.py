@@ -20,8 +20,13 @@ pytestmark = pytest.mark.e2e
 
 def otelpg_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTELPG_") and k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def get_json(url: str) -> tuple[int, dict]:
@@ -41,8 +46,14 @@ def test_version_and_help():
 
 
 def test_check_config_prints_effective_config_with_secrets_redacted():
-    out = otelpg_cli("check-config", env={"OTELPG_DATABASE_URL": "postgresql://me:hunter2@db.internal/app",
-                                          "OTELPG_BEARER_TOKEN": "tok-secret", "OTELPG_HTTP_ENDPOINT": "0.0.0.0:4318"})
+    out = otelpg_cli(
+        "check-config",
+        env={
+            "OTELPG_DATABASE_URL": "postgresql://me:hunter2@db.internal/app",
+            "OTELPG_BEARER_TOKEN": "tok-secret",
+            "OTELPG_HTTP_ENDPOINT": "0.0.0.0:4318",
+        },
+    )
     assert out.returncode == 0, out.stderr
     assert "hunter2" not in out.stdout + out.stderr and "tok-secret" not in out.stdout + out.stderr
     assert "postgresql://me:***@db.internal/app" in out.stdout
@@ -52,9 +63,11 @@ def test_check_config_prints_effective_config_with_secrets_redacted():
 def test_invalid_config_exits_2_with_one_line_naming_the_key(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("batch:\n  max_rows: -5\n")
-    for args, env in ((("check-config", "--config", str(cfg)), {}),
-                      (("run",), {"OTELPG_HTTP_ENDPOINT": "nohost"}),
-                      (("migrate",), {"OTELPG_LOG_LEVEL": "verbose"})):
+    for args, env in (
+        (("check-config", "--config", str(cfg)), {}),
+        (("run",), {"OTELPG_HTTP_ENDPOINT": "nohost"}),
+        (("migrate",), {"OTELPG_LOG_LEVEL": "verbose"}),
+    ):
         out = otelpg_cli(*args, env=env)
         assert out.returncode == 2, (args, out.stderr)
         lines = out.stderr.strip().splitlines()
@@ -66,8 +79,10 @@ def test_unreachable_database_fails_fast_without_the_password(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once we leave: connection refused
     started = time.monotonic()
-    out = otelpg_cli("run", env={"OTELPG_DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{port}/db",
-                                 "OTELPG_DATA_DIR": str(tmp_path)})
+    out = otelpg_cli(
+        "run",
+        env={"OTELPG_DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{port}/db", "OTELPG_DATA_DIR": str(tmp_path)},
+    )
     assert out.returncode == 1
     assert time.monotonic() - started < 10
     assert "hunter2" not in out.stdout + out.stderr
@@ -85,8 +100,12 @@ def test_silent_database_times_out_within_the_limit(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("database:\n  connect_timeout: 2\n")
     started = time.monotonic()
-    out = otelpg_cli("migrate", "--config", str(cfg), env={
-        "OTELPG_DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{listener.getsockname()[1]}/db"})
+    out = otelpg_cli(
+        "migrate",
+        "--config",
+        str(cfg),
+        env={"OTELPG_DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{listener.getsockname()[1]}/db"},
+    )
     elapsed = time.monotonic() - started
     listener.close()
     assert out.returncode == 1 and elapsed < 10, (elapsed, out.stderr)
@@ -115,8 +134,17 @@ def test_stats_shows_the_spool_and_the_dead_letters_of_the_data_dir(db_dsn, tmp_
     env = {"OTELPG_DATABASE_URL": db_dsn, "OTELPG_DATA_DIR": str(tmp_path)}
     assert otelpg_cli("migrate", env=env).returncode == 0
     assert "dead letters: none" in otelpg_cli("stats", env=env).stdout
-    letter = Letter("logs", "spool", "PostgreSQL refused it (a constraint: check_violation)", "detail", 3,
-                    ["checkout"], 1, 2, b"payload")
+    letter = Letter(
+        "logs",
+        "spool",
+        "PostgreSQL refused it (a constraint: check_violation)",
+        "detail",
+        3,
+        ["checkout"],
+        1,
+        2,
+        b"payload",
+    )
     asyncio.run(DeadLetter(tmp_path / "dead-letter", max_bytes=1 << 20).add(letter))
     out = otelpg_cli("stats", env=env)
     assert out.returncode == 0, out.stderr
@@ -154,6 +182,7 @@ def test_health_turns_unhealthy_when_the_database_goes_away(pg_server_dsn, db_ds
         await conn.execute("CREATE DATABASE otelpg_health_test")
         await conn.close()
         from urllib.parse import urlsplit, urlunsplit
+
         p = urlsplit(pg_server_dsn)
         return urlunsplit((p.scheme, p.netloc, "/otelpg_health_test", p.query, p.fragment))
 
@@ -195,8 +224,11 @@ def test_embedded_database_starts_and_persists_across_restarts(tmp_path):
         assert "starting the embedded PostgreSQL" in first.log
         status, body = get_json(first.url("admin", "/health"))
         assert status == 200 and body["embedded_database"] is True
-        http = urllib.request.Request(first.url("http", "/v1/logs"), data=req.SerializeToString(),
-                                      headers={"Content-Type": "application/x-protobuf"})
+        http = urllib.request.Request(
+            first.url("http", "/v1/logs"),
+            data=req.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         with urllib.request.urlopen(http, timeout=10) as r:
             assert r.status == 200
     finally:
@@ -206,4 +238,3 @@ def test_embedded_database_starts_and_persists_across_restarts(tmp_path):
     assert out.returncode == 0, out.stderr
     # The log record plus otelpg's own `started` and `stopped` events.
     assert {r["table"]: r for r in json.loads(out.stdout)}["system_events"]["rows"] == 3
-

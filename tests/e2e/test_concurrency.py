@@ -51,10 +51,16 @@ ITEMS_PER_REQUEST = 10  # -> 2000 spans, 2000 log records, 2000 metric points
 BAD_EVERY = 5  # every 5th request also carries one item the mapper rejects (partial success)
 SIGNALS = ("traces", "logs", "metrics")
 PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
-RESPONSES = {"traces": ExportTraceServiceResponse, "metrics": ExportMetricsServiceResponse,
-             "logs": ExportLogsServiceResponse}
-STUBS = {"traces": trace_service_pb2_grpc.TraceServiceStub, "metrics": metrics_service_pb2_grpc.MetricsServiceStub,
-         "logs": logs_service_pb2_grpc.LogsServiceStub}
+RESPONSES = {
+    "traces": ExportTraceServiceResponse,
+    "metrics": ExportMetricsServiceResponse,
+    "logs": ExportLogsServiceResponse,
+}
+STUBS = {
+    "traces": trace_service_pb2_grpc.TraceServiceStub,
+    "metrics": metrics_service_pb2_grpc.MetricsServiceStub,
+    "logs": logs_service_pb2_grpc.LogsServiceStub,
+}
 REJECTED_FIELD = {"traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records"}
 
 
@@ -76,11 +82,17 @@ def build(signal: str, uids: list[str], bad_uid: str | None) -> Message:
         rs.resource.attributes.append(_kv("service.name", f"svc-{len(uids) % 3}"))
         spans = rs.scope_spans.add().spans
         for u in uids:
-            spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="op", start_time_unix_nano=now,
-                      end_time_unix_nano=now + 5).attributes.append(_kv("uid", u))
+            spans.add(
+                trace_id=os.urandom(16),
+                span_id=os.urandom(8),
+                name="op",
+                start_time_unix_nano=now,
+                end_time_unix_nano=now + 5,
+            ).attributes.append(_kv("uid", u))
         if bad_uid:
-            spans.add(trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad",
-                      start_time_unix_nano=now).attributes.append(_kv("uid", bad_uid))
+            spans.add(
+                trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now
+            ).attributes.append(_kv("uid", bad_uid))
         return req
     if signal == "logs":
         req = ExportLogsServiceRequest()
@@ -122,8 +134,15 @@ def plan(client: int, n: int) -> tuple[str, list[str], str | None]:
     return signal, uids, bad
 
 
-def settle(ledger: Ledger, transport: str, signal: str, uids: list[str], bad: str | None,
-           response: Message | None, failure: str | None) -> None:
+def settle(
+    ledger: Ledger,
+    transport: str,
+    signal: str,
+    uids: list[str],
+    bad: str | None,
+    response: Message | None,
+    failure: str | None,
+) -> None:
     if failure is not None:
         ledger.failures.append(failure)
         ledger.unacked[signal].update(uids)
@@ -175,7 +194,8 @@ async def grpc_client(target: str, client: int, ledger: Ledger, start: asyncio.E
             started = time.monotonic()
             try:
                 response = await stubs[signal].Export(
-                    build(signal, uids, bad), timeout=60,
+                    build(signal, uids, bad),
+                    timeout=60,
                     compression=grpc.Compression.Gzip if client % 2 else None,
                 )
             except grpc.aio.AioRpcError as e:
@@ -191,8 +211,10 @@ async def stored_uids(db: asyncpg.Connection, signal: str) -> collections.Counte
         sql = "SELECT tags->>'uid' AS uid, count(*) AS n FROM performance_metrics WHERE tags ? 'uid' GROUP BY 1"
     else:  # (rows without a uid are otelpg's own: its events, its span-derived aggregates)
         kind = "span" if signal == "traces" else "log"
-        sql = (f"SELECT payload->'attributes'->>'uid' AS uid, count(*) AS n FROM system_events "
-               f"WHERE event_type = '{kind}' AND payload->'attributes' ? 'uid' GROUP BY 1")
+        sql = (
+            f"SELECT payload->'attributes'->>'uid' AS uid, count(*) AS n FROM system_events "
+            f"WHERE event_type = '{kind}' AND payload->'attributes' ? 'uid' GROUP BY 1"
+        )
     return collections.Counter({r["uid"]: r["n"] for r in await db.fetch(sql)})
 
 
@@ -230,8 +252,14 @@ async def test_fifty_concurrent_clients_every_acknowledged_item_stored_exactly_o
     item = {"traces": "spans", "logs": "log_records", "metrics": "metric_points"}
     for (transport, signal), n in ledger.by_transport.items():
         name = f"otelpg_receiver_accepted_{item[signal]}_total"
-        values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
-                  if s.name == name and s.labels.get("transport") == transport]
+        values = [
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == name and s.labels.get("transport") == transport
+        ]
         assert values == [n], (transport, signal, values)
-    print(f"\n{requests} requests, {3 * expected_items} items from {HTTP_CLIENTS + GRPC_CLIENTS} clients in "
-          f"{elapsed:.2f}s; p99 ack latency {sorted(ledger.latencies)[int(0.99 * requests)] * 1000:.0f} ms")
+    print(
+        f"\n{requests} requests, {3 * expected_items} items from {HTTP_CLIENTS + GRPC_CLIENTS} clients in "
+        f"{elapsed:.2f}s; p99 ack latency {sorted(ledger.latencies)[int(0.99 * requests)] * 1000:.0f} ms"
+    )

@@ -99,8 +99,9 @@ class Load:
             while not self._stop.is_set():
                 seq += 1
                 try:
-                    async with session.post(self.url, data=_request(client, seq),
-                                            headers={"Content-Type": "application/x-protobuf"}) as r:
+                    async with session.post(
+                        self.url, data=_request(client, seq), headers={"Content-Type": "application/x-protobuf"}
+                    ) as r:
                         await r.read()
                         self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
                         if r.status == 200:

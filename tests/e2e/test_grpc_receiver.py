@@ -78,8 +78,13 @@ def build(signal: str, uid: str, n: int = 2, pad: int = 0) -> Message:
         rs.resource.attributes.append(_kv("service.name", SERVICE))
         ss = rs.scope_spans.add()
         for i in range(n):
-            sp = ss.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"op-{i}",
-                              start_time_unix_nano=now, end_time_unix_nano=now + 1000)
+            sp = ss.spans.add(
+                trace_id=os.urandom(16),
+                span_id=os.urandom(8),
+                name=f"op-{i}",
+                start_time_unix_nano=now,
+                end_time_unix_nano=now + 1000,
+            )
             sp.attributes.extend(tags)
         return req
     if signal == "logs":
@@ -111,22 +116,31 @@ async def stored(db: asyncpg.Connection, signal: str, test_uid: str) -> int:
         return await db.fetchval("SELECT count(*) FROM performance_metrics WHERE tags->>'test.uid' = $1", test_uid)
     return await db.fetchval(
         "SELECT count(*) FROM system_events WHERE event_type = $1 AND payload->'attributes'->>'test.uid' = $2",
-        "span" if signal == "traces" else "log", test_uid,
+        "span" if signal == "traces" else "log",
+        test_uid,
     )
 
 
 async def client_rows(db: asyncpg.Connection) -> int:
     """Rows from clients: otelpg's own events and span-derived aggregates are not counted."""
-    return await db.fetchval(f"SELECT (SELECT count(*) FROM system_events WHERE source <> 'otelpg') "
-                             f"+ (SELECT count(*) FROM performance_metrics WHERE {NOT_DERIVED})")
+    return await db.fetchval(
+        f"SELECT (SELECT count(*) FROM system_events WHERE source <> 'otelpg') "
+        f"+ (SELECT count(*) FROM performance_metrics WHERE {NOT_DERIVED})"
+    )
 
 
 # --- gRPC helpers -----------------------------------------------------------------------------
 
 
-async def export(target: str, signal: str, request: Message | bytes, *,
-                 compression: grpc.Compression | None = None, method: str | None = None,
-                 metadata: tuple[tuple[str, str], ...] | None = None) -> Message | bytes:
+async def export(
+    target: str,
+    signal: str,
+    request: Message | bytes,
+    *,
+    compression: grpc.Compression | None = None,
+    method: str | None = None,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> Message | bytes:
     """One unary Export call; bytes in, bytes out when `request` is bytes (no serializers)."""
     async with grpc.aio.insecure_channel(target) as channel:
         if isinstance(request, bytes):
@@ -270,8 +284,9 @@ COMPRESSIONS = {"none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Com
 @pytest.mark.parametrize("signal", SIGNALS)
 async def test_export_is_ok_with_an_empty_response_and_stored(server, db, signal, compression):
     u = uid()
-    response = await export(server.grpc_target, signal, build(signal, u, 3, pad=2000),
-                            compression=COMPRESSIONS[compression])
+    response = await export(
+        server.grpc_target, signal, build(signal, u, 3, pad=2000), compression=COMPRESSIONS[compression]
+    )
     assert_empty_response(response)
     assert await stored(db, signal, u) == 3
 
@@ -284,8 +299,11 @@ async def test_empty_request_is_ok_and_stores_nothing(server, db, signal):
     assert await client_rows(db) == before
 
 
-@pytest.mark.parametrize("body", [b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x05abc"],
-                         ids=["garbage", "absurd-length", "truncated"])
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x05abc"],
+    ids=["garbage", "absurd-length", "truncated"],
+)
 @pytest.mark.parametrize("signal", SIGNALS)
 async def test_undecodable_bytes_are_invalid_argument(server, db, signal, body):
     before = await client_rows(db)
@@ -302,8 +320,11 @@ def _partial(signal: str, u: str) -> Message:
     request = build(signal, u, 1)
     now = time.time_ns()
     if signal == "traces":
-        bad = request.resource_spans[0].scope_spans[0].spans.add(
-            trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
+        bad = (
+            request.resource_spans[0]
+            .scope_spans[0]
+            .spans.add(trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
+        )
         bad.attributes.append(_kv("test.uid", u))
     elif signal == "logs":
         bad = request.resource_logs[0].scope_logs[0].log_records.add(trace_id=b"\x01\x02\x03\x04", time_unix_nano=now)
@@ -327,15 +348,19 @@ async def test_partial_success(server, db, signal):
     assert await stored(db, signal, u) == 1
 
 
-@pytest.mark.parametrize("method", [
-    "/opentelemetry.proto.collector.trace.v1.TraceService/Bogus",
-    "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
-    "/opentelemetry.proto.collector.trace.v2.TraceService/Export",
-    "/grpc.health.v1.Health/Check",
-])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Bogus",
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+        "/opentelemetry.proto.collector.trace.v2.TraceService/Export",
+        "/grpc.health.v1.Health/Check",
+    ],
+)
 async def test_unknown_method_is_unimplemented(server, db, method):
-    error = await export_error(server.grpc_target, "traces", build("traces", uid(), 1).SerializeToString(),
-                               method=method)
+    error = await export_error(
+        server.grpc_target, "traces", build("traces", uid(), 1).SerializeToString(), method=method
+    )
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     await assert_still_serves(server, db)
 
@@ -378,8 +403,7 @@ async def test_message_over_max_recv_size_is_resource_exhausted_and_not_stored(l
 
 
 @pytest.mark.parametrize("compression", ["gzip", "deflate"])
-async def test_compressed_message_inflating_past_max_recv_size_is_resource_exhausted(limited, limited_db,
-                                                                                    compression):
+async def test_compressed_message_inflating_past_max_recv_size_is_resource_exhausted(limited, limited_db, compression):
     u = uid()
     big = build("traces", u, 1, pad=16 * MAX_RECV)  # 1 MiB of one letter: compresses to ~1 KiB
     assert len(gzip.compress(big.SerializeToString())) < MAX_RECV // 16
@@ -430,8 +454,12 @@ async def test_database_unavailable_is_unavailable_with_retry_info_in_both_trail
             assert alone == detailed
             assert alone.retry_delay.ToNanoseconds() >= 1_000_000_000
         text = await scrape(proc)
-        assert metric_value(text, "otelpg_receiver_refused_requests_total", transport="grpc",
-                            reason="database_unavailable") == 3
+        assert (
+            metric_value(
+                text, "otelpg_receiver_refused_requests_total", transport="grpc", reason="database_unavailable"
+            )
+            == 3
+        )
     finally:
         assert proc.stop() == 0, proc.log
 
@@ -453,23 +481,42 @@ SDK_DEFAULTS_SCRIPT = textwrap.dedent("""
 
 async def test_sdk_default_grpc_exporters_configured_by_environment_only(server, db):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELPG_"))}
-    env.update({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.ports['grpc']}",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "PYTHONPATH": str(ROOT),
-    })
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SDK_DEFAULTS_SCRIPT], env=env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=60)
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.ports['grpc']}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", SDK_DEFAULTS_SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "Failed to export" not in out.stderr, out.stderr
-    spans = await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'span' "
-                              "AND service_name = 'checkout'")
-    logs = await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'log' "
-                             "AND service_name = 'checkout'")
+    spans = await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'span' AND service_name = 'checkout'"
+    )
+    logs = await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'log' AND service_name = 'checkout'"
+    )
     metrics = await db.fetch("SELECT DISTINCT metric_name FROM performance_metrics WHERE service_name = 'checkout'")
     assert (spans, logs) == (3, 5)
-    assert {r["metric_name"] for r in metrics} == {"orders", "queue.depth", "request.duration", "payload.size",
-                                                   "temperature", "memory.usage", "cpu.time", "connections"}
+    assert {r["metric_name"] for r in metrics} == {
+        "orders",
+        "queue.depth",
+        "request.duration",
+        "payload.size",
+        "temperature",
+        "memory.usage",
+        "cpu.time",
+        "connections",
+    }
 
 
 async def test_accepted_counters_equal_the_rows_in_postgres(server, db):

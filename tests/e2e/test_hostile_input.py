@@ -83,8 +83,9 @@ def _log_request(body: str, **attrs: object) -> ExportLogsServiceRequest:
     return req
 
 
-async def _post(session: aiohttp.ClientSession, proc: OtelpgProcess, path: str, data: bytes,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes, dict]:
+async def _post(
+    session: aiohttp.ClientSession, proc: OtelpgProcess, path: str, data: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict]:
     async with session.post(proc.url("http", path), data=data, headers={**PB, **(headers or {})}) as r:
         return r.status, await r.read(), dict(r.headers)
 
@@ -127,8 +128,11 @@ async def test_compression_bombs_are_refused_without_inflating(proc, schema_dsn,
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x34garbage\xff" * 10,
-     ExportTraceServiceRequest().SerializeToString() + b"\x0a"],
+    [
+        b"\x0a\xff\xff\xff\xff\x0f",
+        b"\x12\x34garbage\xff" * 10,
+        ExportTraceServiceRequest().SerializeToString() + b"\x0a",
+    ],
     ids=["truncated", "garbage", "dangling-field"],
 )
 async def test_truncated_and_garbage_protobuf_get_400(proc, schema_dsn, session, payload):
@@ -139,7 +143,8 @@ async def test_truncated_and_garbage_protobuf_get_400(proc, schema_dsn, session,
 
 
 async def test_deeply_nested_json_gets_400_and_a_deeply_nested_anyvalue_only_its_item_rejected(
-        proc, schema_dsn, session):
+    proc, schema_dsn, session
+):
     nested = b'{"resourceLogs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, body, _ = await _post(session, proc, "/v1/logs", nested, {"Content-Type": "application/json"})
     assert status == 400 and json.loads(body)["code"] == 3
@@ -180,15 +185,17 @@ async def test_huge_attribute_values_and_counts_are_truncated_and_counted(proc, 
 async def test_invalid_utf8_gets_400_and_nul_bytes_are_stored_sanitised(proc, schema_dsn, session):
     raw = bytearray(_log_request("XXXX").SerializeToString())
     at = raw.index(b"XXXX")
-    raw[at:at + 4] = b"\xff\xfe\xc3\x28"  # invalid UTF-8 in a proto3 string field
+    raw[at : at + 4] = b"\xff\xfe\xc3\x28"  # invalid UTF-8 in a proto3 string field
     status, _, _ = await _post(session, proc, "/v1/logs", bytes(raw))
     assert status == 400
-    status, _, _ = await _post(session, proc, "/v1/logs", b'{"resourceLogs": [\xff\xfe]}',
-                               {"Content-Type": "application/json"})
+    status, _, _ = await _post(
+        session, proc, "/v1/logs", b'{"resourceLogs": [\xff\xfe]}', {"Content-Type": "application/json"}
+    )
     assert status == 400
     marker = f"nul-{uuid.uuid4().hex}"
-    status, _, _ = await _post(session, proc, "/v1/logs",
-                               _log_request(marker + "\x00end", **{"a\x00b": "c\x00d"}).SerializeToString())
+    status, _, _ = await _post(
+        session, proc, "/v1/logs", _log_request(marker + "\x00end", **{"a\x00b": "c\x00d"}).SerializeToString()
+    )
     assert status == 200
     rows = await _fetch(schema_dsn, "SELECT payload FROM system_events WHERE payload->>'body' LIKE $1", marker + "%")
     payload = json.loads(rows[0]["payload"])
@@ -201,13 +208,19 @@ async def test_absurd_timestamps_and_non_finite_values_are_stored(proc, schema_d
     req = ExportTraceServiceRequest()
     spans = req.resource_spans.add().scope_spans.add()
     for i, (start, end) in enumerate([(0, 0), ((1 << 64) - 1, (1 << 64) - 1), (1, (1 << 64) - 1)]):
-        sp = spans.spans.add(name=f"{marker}-{i}", trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8],
-                             start_time_unix_nano=start, end_time_unix_nano=end)
+        sp = spans.spans.add(
+            name=f"{marker}-{i}",
+            trace_id=uuid.uuid4().bytes,
+            span_id=uuid.uuid4().bytes[:8],
+            start_time_unix_nano=start,
+            end_time_unix_nano=end,
+        )
         sp.attributes.add(key="x").value.double_value = float("nan")
     status, _, _ = await _post(session, proc, "/v1/traces", req.SerializeToString())
     assert status == 200
-    rows = await _fetch(schema_dsn, "SELECT name, timestamp, payload FROM system_events WHERE name LIKE $1 "
-                                    "ORDER BY name", marker + "%")
+    rows = await _fetch(
+        schema_dsn, "SELECT name, timestamp, payload FROM system_events WHERE name LIKE $1 ORDER BY name", marker + "%"
+    )
     assert len(rows) == 3
     assert rows[1]["timestamp"].year == 2554 and json.loads(rows[0]["payload"])["attributes"]["x"] == "NaN"
     metrics = ExportMetricsServiceRequest()
@@ -259,8 +272,9 @@ async def test_slow_loris_connections_are_closed_and_others_served(proc, schema_
     assert all(0 <= t < 8 for t in closed_after), closed_after
     # A body that never finishes is cut off by the read timeout with 400.
     reader, writer = await asyncio.open_connection("127.0.0.1", proc.ports["http"])
-    writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                 b"Content-Length: 1000\r\n\r\nabc")
+    writer.write(
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\nabc"
+    )
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 10)
     writer.close()
@@ -284,8 +298,10 @@ async def test_an_oversized_chunked_body_gets_413_not_a_connection_reset(proc, s
 async def test_an_oversized_body_with_a_content_length_is_413_before_it_is_read(proc, schema_dsn):
     reader, writer = await asyncio.open_connection("127.0.0.1", proc.ports["http"])
     try:
-        writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: otelpg\r\nContent-Type: application/x-protobuf\r\n"
-                     b"Content-Length: 26214400\r\n\r\n")  # and no body at all
+        writer.write(
+            b"POST /v1/logs HTTP/1.1\r\nHost: otelpg\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 26214400\r\n\r\n"
+        )  # and no body at all
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     finally:

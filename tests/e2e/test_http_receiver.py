@@ -86,8 +86,14 @@ def build(signal: str, uid: str, n: int = 2) -> Message:
         rs.resource.attributes.append(_kv("service.name", "http-e2e"))
         ss = rs.scope_spans.add()
         for i in range(n):
-            sp = ss.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"op-{i}", kind=2,
-                              start_time_unix_nano=now, end_time_unix_nano=now + 1_000_000)
+            sp = ss.spans.add(
+                trace_id=os.urandom(16),
+                span_id=os.urandom(8),
+                name=f"op-{i}",
+                kind=2,
+                start_time_unix_nano=now,
+                end_time_unix_nano=now + 1_000_000,
+            )
             sp.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i)])
         return req
     if signal == "logs":
@@ -130,14 +136,17 @@ async def stored(db: asyncpg.Connection, signal: str, test_uid: str) -> int:
     event_type = "span" if signal == "traces" else "log"
     return await db.fetchval(
         "SELECT count(*) FROM system_events WHERE event_type = $1 AND payload->'attributes'->>'test.uid' = $2",
-        event_type, test_uid,
+        event_type,
+        test_uid,
     )
 
 
 async def total_rows(db: asyncpg.Connection) -> int:
     """Rows from clients: otelpg's own events and span-derived aggregates are not counted."""
-    return await db.fetchval(f"SELECT (SELECT count(*) FROM system_events WHERE source <> 'otelpg') "
-                             f"+ (SELECT count(*) FROM performance_metrics WHERE {NOT_DERIVED})")
+    return await db.fetchval(
+        f"SELECT (SELECT count(*) FROM system_events WHERE source <> 'otelpg') "
+        f"+ (SELECT count(*) FROM performance_metrics WHERE {NOT_DERIVED})"
+    )
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -154,8 +163,14 @@ class Reply:
         return self.headers.get("Content-Type", "")
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: bytes | None, content_type: str | None = PB,
-               headers: dict[str, str] | None = None, method: str = "POST") -> Reply:
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes | None,
+    content_type: str | None = PB,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> Reply:
     all_headers = dict(headers or {})
     skip: tuple[str, ...] = ()
     if content_type is None:
@@ -399,8 +414,9 @@ UNDECODABLE = [
 ]
 
 
-@pytest.mark.parametrize(("media", "body"), UNDECODABLE, ids=[f"{m.split('/')[1]}-{i}" for i, (m, _) in
-                                                              enumerate(UNDECODABLE)])
+@pytest.mark.parametrize(
+    ("media", "body"), UNDECODABLE, ids=[f"{m.split('/')[1]}-{i}" for i, (m, _) in enumerate(UNDECODABLE)]
+)
 async def test_undecodable_body_is_400_invalid_argument_in_the_request_encoding(server, session, db, media, body):
     if body == "truncated":
         body = _truncated_protobuf()
@@ -411,8 +427,18 @@ async def test_undecodable_body_is_400_invalid_argument_in_the_request_encoding(
     await assert_still_serves(session, server, db)
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream", "application/xml",
-                                          "application/jsonl", "multipart/form-data; boundary=x", "json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/octet-stream",
+        "application/xml",
+        "application/jsonl",
+        "multipart/form-data; boundary=x",
+        "json",
+    ],
+)
 async def test_unsupported_content_type_is_415_with_a_protobuf_status(server, session, db, content_type):
     u = uid()
     # A body that would be valid in either encoding: only the Content-Type is wrong.
@@ -427,8 +453,9 @@ async def test_unsupported_content_type_is_415_with_a_protobuf_status(server, se
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 async def test_wrong_method_is_405(server, session, db, method, media):
     u = uid()
-    reply = await post(session, server.url("http", "/v1/traces"), encode(build("traces", u, 1), media), media,
-                       method=method)
+    reply = await post(
+        session, server.url("http", "/v1/traces"), encode(build("traces", u, 1), media), media, method=method
+    )
     assert reply.headers.get("Allow") == "POST"
     status = assert_status_reply(reply, 405, 12, media)  # UNIMPLEMENTED
     assert "POST" in status.message
@@ -436,8 +463,9 @@ async def test_wrong_method_is_405(server, session, db, method, media):
     await assert_still_serves(session, server, db)
 
 
-@pytest.mark.parametrize(("method", "path", "code"), [("GET", "/v1/traces", 405), ("GET", "/", 404),
-                                                    ("POST", "/v1/profiles", 404)])
+@pytest.mark.parametrize(
+    ("method", "path", "code"), [("GET", "/v1/traces", 405), ("GET", "/", 404), ("POST", "/v1/profiles", 404)]
+)
 async def test_error_body_without_a_content_type_is_a_protobuf_status(server, session, db, method, path, code):
     reply = await post(session, server.url("http", path), None, None, method=method)
     assert_status_reply(reply, code, {405: 12, 404: 5}[code], PB)  # the spec's default error encoding
@@ -509,8 +537,9 @@ async def test_corrupt_compressed_body_is_400(server, session, db, coding, kind,
 @pytest.mark.parametrize("coding", ["br", "snappy", "compress", "lz4", "gzip, br"])
 async def test_unknown_content_encoding_is_400(server, session, db, coding):
     u = uid()
-    reply = await post(session, server.url("http", "/v1/traces"), encode(build("traces", u, 1), PB), PB,
-                       {"Content-Encoding": coding})
+    reply = await post(
+        session, server.url("http", "/v1/traces"), encode(build("traces", u, 1), PB), PB, {"Content-Encoding": coding}
+    )
     status = assert_status_reply(reply, 400, INVALID_ARGUMENT, PB)
     assert "Content-Encoding" in status.message
     assert await stored(db, "traces", u) == 0
@@ -525,8 +554,11 @@ def _partial(signal: str, u: str) -> Message:
     request = build(signal, u, 1)
     now = time.time_ns()
     if signal == "traces":
-        bad = request.resource_spans[0].scope_spans[0].spans.add(
-            trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
+        bad = (
+            request.resource_spans[0]
+            .scope_spans[0]
+            .spans.add(trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
+        )
         bad.attributes.append(_kv("test.uid", u))
     elif signal == "logs":
         bad = request.resource_logs[0].scope_logs[0].log_records.add(trace_id=b"\x01\x02\x03\x04", time_unix_nano=now)
@@ -554,8 +586,14 @@ async def test_partial_success_reports_the_rejected_item_and_stores_the_rest(ser
     assert response.partial_success.error_message.strip()
     assert await stored(db, signal, u) == 1  # the valid one only
     if signal == "metrics":
-        assert await db.fetchval("SELECT count(*) FROM performance_metrics WHERE metric_name = 'e2e.histogram' "
-                                 "AND tags->>'test.uid' = $1", u) == 0
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM performance_metrics WHERE metric_name = 'e2e.histogram' "
+                "AND tags->>'test.uid' = $1",
+                u,
+            )
+            == 0
+        )
 
 
 @pytest.mark.parametrize("kind", ["double", "histogram-count"])
@@ -570,12 +608,14 @@ async def test_extreme_but_valid_values_repeated_in_one_series_are_stored(server
             point = metric.gauge.data_points[0]
             hist = request.resource_metrics[0].scope_metrics[0].metrics.add(name="e2e.big.histogram")
             hist.histogram.aggregation_temporality = 2
-            hist.histogram.data_points.add(time_unix_nano=point.time_unix_nano, count=2**63 - 1,
-                                           attributes=point.attributes)
+            hist.histogram.data_points.add(
+                time_unix_nano=point.time_unix_nano, count=2**63 - 1, attributes=point.attributes
+            )
         reply = await post(session, server.url("http", "/v1/metrics"), request.SerializeToString())
         assert_full_success(reply, "metrics", PB)
         assert await stored(db, "metrics", u) == (attempt + 1) * len(metric.gauge.data_points) * (
-            1 if kind == "double" else 2)
+            1 if kind == "double" else 2
+        )
 
 
 # --- self-metrics -----------------------------------------------------------------------------
@@ -600,8 +640,9 @@ async def test_self_metrics_count_exactly_what_was_accepted_and_refused(server, 
     decode_errors += 1
     # Refused for other reasons: not decode errors, and none of it accepted.
     assert (await post(session, url, b"{}", "text/plain")).status == 415
-    assert (await post(session, server.url("http", "/v1/metrics"), encode(build("metrics", uid(), 3), PB))).status \
-        == 200
+    assert (
+        await post(session, server.url("http", "/v1/metrics"), encode(build("metrics", uid(), 3), PB))
+    ).status == 200
     after = await scrape(session, server)
 
     def delta(name: str, **labels: str) -> float:
@@ -705,8 +746,9 @@ async def test_gzip_bomb_is_refused_quickly_without_inflating_it(limited, sessio
     assert limited.proc is not None
     sidecar = psutil.Process(limited.proc.pid)
     # Warm up the code path so one-time allocations don't count against the bomb.
-    await post(session, limited.url("http", "/v1/traces"), gzip.compress(b"\0" * (2 * LIMIT)), PB,
-               {"Content-Encoding": "gzip"})
+    await post(
+        session, limited.url("http", "/v1/traces"), gzip.compress(b"\0" * (2 * LIMIT)), PB, {"Content-Encoding": "gzip"}
+    )
     rss_before = sidecar.memory_info().rss
     peak_tracked = _peak_rss_reset(sidecar.pid)  # RSS after the fact can't show a freed 20 MiB buffer
     started = time.monotonic()
@@ -767,12 +809,15 @@ async def wait_until_unhealthy(session: aiohttp.ClientSession, proc: OtelpgProce
 
 @pytest.mark.parametrize(
     ("config", "reason"),
-    [("spool:\n  enabled: false\n", "database_unavailable"),
-     ("spool:\n  enabled: true\n  max_bytes: 64\n", "backpressure")],  # the spool can't hold a request
+    [
+        ("spool:\n  enabled: false\n", "database_unavailable"),
+        ("spool:\n  enabled: true\n  max_bytes: 64\n", "backpressure"),
+    ],  # the spool can't hold a request
     ids=["no-spool", "spool-full"],
 )
-async def test_database_unavailable_is_503_with_retry_after_and_a_status(pg_server_dsn, session, tmp_path, config,
-                                                                         reason):
+async def test_database_unavailable_is_503_with_retry_after_and_a_status(
+    pg_server_dsn, session, tmp_path, config, reason
+):
     name = f"otelpg_http_outage_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg_server_dsn)
     try:
@@ -792,8 +837,9 @@ async def test_database_unavailable_is_503_with_retry_after_and_a_status(pg_serv
         await wait_until_unhealthy(session, proc)
         for signal in SIGNALS:
             for media in MEDIA:
-                reply = await post(session, proc.url("http", PATHS[signal]), encode(build(signal, uid(), 2), media),
-                                   media)
+                reply = await post(
+                    session, proc.url("http", PATHS[signal]), encode(build(signal, uid(), 2), media), media
+                )
                 status = assert_status_reply(reply, 503, UNAVAILABLE, media)
                 retry_after = reply.headers.get("Retry-After")
                 assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
@@ -812,8 +858,9 @@ async def test_database_unavailable_is_503_with_retry_after_and_a_status(pg_serv
 async def test_accepted_counters_equal_the_rows_in_postgres(server, session, db):
     """Every item the module's process counted as accepted is in PostgreSQL, and nothing else is."""
     for signal in SIGNALS:
-        assert (await post(session, server.url("http", PATHS[signal]), encode(build(signal, uid(), 2), PB))).status \
-            == 200
+        assert (
+            await post(session, server.url("http", PATHS[signal]), encode(build(signal, uid(), 2), PB))
+        ).status == 200
     text = await scrape(session, server)
 
     def accepted(item: str) -> float:

@@ -68,9 +68,17 @@ def any_value(value: Any) -> AnyValue:
 
 
 ATTRS = {
-    "str": "héllo \u2603", "bool": True, "int": -(2**62) - 7, "big.int": 2**63 - 1, "double": 637.704,
-    "nan": math.nan, "inf": -math.inf, "bytes": b"\xde\xad\xbe\xef", "array": ["a", 1, 2.5, False, [1, 2]],
-    "map": {"k": "v", "nested": {"n": 1}}, "empty": None,
+    "str": "héllo \u2603",
+    "bool": True,
+    "int": -(2**62) - 7,
+    "big.int": 2**63 - 1,
+    "double": 637.704,
+    "nan": math.nan,
+    "inf": -math.inf,
+    "bytes": b"\xde\xad\xbe\xef",
+    "array": ["a", 1, 2.5, False, [1, 2]],
+    "map": {"k": "v", "nested": {"n": 1}},
+    "empty": None,
 }
 
 
@@ -92,10 +100,17 @@ def rich_traces() -> ExportTraceServiceRequest:
     ss.scope.dropped_attributes_count = 1
     for kind in range(6):
         sp = ss.spans.add(
-            trace_id=TRACE_A, span_id=bytes([kind + 1] * 8), parent_span_id=b"\x01" * 8 if kind else b"",
-            name=f"span kind {kind}", kind=kind, start_time_unix_nano=T0 + kind,
-            end_time_unix_nano=T0 + kind + 1_234_567_891, trace_state="vendor=a,other=b",
-            flags=0x301 if kind == 2 else 0, dropped_attributes_count=kind, dropped_events_count=4,
+            trace_id=TRACE_A,
+            span_id=bytes([kind + 1] * 8),
+            parent_span_id=b"\x01" * 8 if kind else b"",
+            name=f"span kind {kind}",
+            kind=kind,
+            start_time_unix_nano=T0 + kind,
+            end_time_unix_nano=T0 + kind + 1_234_567_891,
+            trace_state="vendor=a,other=b",
+            flags=0x301 if kind == 2 else 0,
+            dropped_attributes_count=kind,
+            dropped_events_count=4,
             dropped_links_count=5,
         )
         sp.attributes.extend(kv(k, v) for k, v in ATTRS.items())
@@ -106,14 +121,16 @@ def rich_traces() -> ExportTraceServiceRequest:
         ev.attributes.append(kv("key", "cart:42"))
         exc = sp.events.add(time_unix_nano=0, name="exception")
         exc.attributes.extend([kv("exception.type", "ValueError"), kv("exception.message", "bad")])
-        link = sp.links.add(trace_id=TRACE_B, span_id=b"\xab" * 8, trace_state="l=1", flags=0x100,
-                            dropped_attributes_count=3)
+        link = sp.links.add(
+            trace_id=TRACE_B, span_id=b"\xab" * 8, trace_state="l=1", flags=0x100, dropped_attributes_count=3
+        )
         link.attributes.append(kv("link.reason", "batch"))
     # No service.name: unknown_service. End before start: no duration.
     rs = req.resource_spans.add()
     ss = rs.scope_spans.add()
-    ss.spans.add(trace_id=TRACE_B, span_id=b"\xff" * 8, name="backwards", start_time_unix_nano=T0,
-                 end_time_unix_nano=T0 - 5)
+    ss.spans.add(
+        trace_id=TRACE_B, span_id=b"\xff" * 8, name="backwards", start_time_unix_nano=T0, end_time_unix_nano=T0 - 5
+    )
     return req
 
 
@@ -126,9 +143,12 @@ def rich_logs() -> ExportLogsServiceRequest:
     bodies: list[Any] = ["text", 42, 2.5, True, b"\x00\x01", ["a", {"b": 1}], {"msg": "hi", "n": [1]}, None]
     for i, body in enumerate(bodies):
         rec = sl.log_records.add(
-            time_unix_nano=T0 + i if i != 3 else 0, observed_time_unix_nano=T0 + 100 + i,
-            severity_number=i * 3, severity_text=["", "WARN", "Information", "fatal"][i % 4],
-            flags=i % 2, dropped_attributes_count=i,
+            time_unix_nano=T0 + i if i != 3 else 0,
+            observed_time_unix_nano=T0 + 100 + i,
+            severity_number=i * 3,
+            severity_text=["", "WARN", "Information", "fatal"][i % 4],
+            flags=i % 2,
+            dropped_attributes_count=i,
         )
         if body is not None:
             rec.body.CopyFrom(any_value(body))
@@ -158,8 +178,7 @@ def rich_metrics() -> ExportMetricsServiceRequest:
     ints = sm.metrics.add(name="g.int", unit="By")
     ints.gauge.data_points.add(time_unix_nano=T0, as_int=2**53 + 1)
     ints.gauge.data_points.add(time_unix_nano=T0, as_int=-(2**63))
-    ex = ints.gauge.data_points[0].exemplars.add(time_unix_nano=T0 - 3, as_int=5, trace_id=TRACE_A,
-                                                 span_id=b"\x0a" * 8)
+    ex = ints.gauge.data_points[0].exemplars.add(time_unix_nano=T0 - 3, as_int=5, trace_id=TRACE_A, span_id=b"\x0a" * 8)
     ex.filtered_attributes.append(kv("user", "u1"))
 
     for temporality, monotonic in ((1, False), (2, True)):
@@ -170,8 +189,9 @@ def rich_metrics() -> ExportMetricsServiceRequest:
 
     hist = sm.metrics.add(name="h.explicit", unit="s")
     hist.histogram.aggregation_temporality = 2
-    dp = hist.histogram.data_points.add(start_time_unix_nano=T0 - 10, time_unix_nano=T0, count=2**64 - 1,
-                                        sum=123.5, min=0.001, max=99.0, flags=1)
+    dp = hist.histogram.data_points.add(
+        start_time_unix_nano=T0 - 10, time_unix_nano=T0, count=2**64 - 1, sum=123.5, min=0.001, max=99.0, flags=1
+    )
     dp.explicit_bounds.extend([0.005, 0.1, 1.0, 10.0])
     dp.bucket_counts.extend([2**63 + 3, 0, 7, 0, 2**40])
     dp.attributes.append(kv("route", "/cart"))
@@ -182,8 +202,15 @@ def rich_metrics() -> ExportMetricsServiceRequest:
     exp = sm.metrics.add(name="h.exponential", unit="By")
     exp.exponential_histogram.aggregation_temporality = 1
     dp = exp.exponential_histogram.data_points.add(
-        start_time_unix_nano=T0 - 10, time_unix_nano=T0, count=23, sum=-4.5, min=-20.0, max=3000.0,
-        scale=3, zero_count=2, zero_threshold=1e-9,
+        start_time_unix_nano=T0 - 10,
+        time_unix_nano=T0,
+        count=23,
+        sum=-4.5,
+        min=-20.0,
+        max=3000.0,
+        scale=3,
+        zero_count=2,
+        zero_threshold=1e-9,
     )
     dp.positive.offset, dp.negative.offset = -4, 2
     dp.positive.bucket_counts.extend([1, 0, 5, 9])
@@ -218,16 +245,34 @@ SPEC_EXAMPLES = {  # opentelemetry-proto's examples (uppercase hex ids, int64 st
 
 # --- JSON twins -------------------------------------------------------------------------------
 
-_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64,
-          FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_SINT64}
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_SINT64,
+}
 _HEX_IDS = {"trace_id", "span_id", "parent_span_id"}
 
 
-def twin(obj: dict[str, Any], descriptor: Descriptor, *, upper_hex: bool = False, int64_numbers: bool = False,
-         enum_names: bool = False, snake_case: bool = False, unknown_fields: bool = False) -> dict[str, Any]:
+def twin(
+    obj: dict[str, Any],
+    descriptor: Descriptor,
+    *,
+    upper_hex: bool = False,
+    int64_numbers: bool = False,
+    enum_names: bool = False,
+    snake_case: bool = False,
+    unknown_fields: bool = False,
+) -> dict[str, Any]:
     """Rewrite canonical OTLP/JSON (`message_to_otlp_json`) in one of the spellings receivers accept."""
-    options = {"upper_hex": upper_hex, "int64_numbers": int64_numbers, "enum_names": enum_names,
-               "snake_case": snake_case, "unknown_fields": unknown_fields}
+    options = {
+        "upper_hex": upper_hex,
+        "int64_numbers": int64_numbers,
+        "enum_names": enum_names,
+        "snake_case": snake_case,
+        "unknown_fields": unknown_fields,
+    }
     by_json_name = {f.json_name: f for f in descriptor.fields}
     out: dict[str, Any] = {}
     if unknown_fields:  # before and after the known ones, of every JSON kind
@@ -257,8 +302,13 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "enum-names": {"enum_names": True},
     "snake-case": {"snake_case": True},
     "unknown-fields": {"unknown_fields": True},
-    "everything": {"upper_hex": True, "int64_numbers": True, "enum_names": True, "snake_case": True,
-                   "unknown_fields": True},
+    "everything": {
+        "upper_hex": True,
+        "int64_numbers": True,
+        "enum_names": True,
+        "snake_case": True,
+        "unknown_fields": True,
+    },
 }
 
 
@@ -284,8 +334,11 @@ async def take_rows(db: asyncpg.Connection) -> dict[str, list[tuple]]:
     out = {}
     for table in ("system_events", "performance_metrics"):
         # Not otelpg's own events, nor its span-derived aggregates (flushed on a timer).
-        where = ("WHERE source <> 'otelpg'" if table == "system_events"
-                 else "WHERE metric_name NOT LIKE 'traces.span.metrics.%'")
+        where = (
+            "WHERE source <> 'otelpg'"
+            if table == "system_events"
+            else "WHERE metric_name NOT LIKE 'traces.span.metrics.%'"
+        )
         records = await db.fetch(f"SELECT * FROM {table} {where}")
         rows = [tuple((k, _normal(v)) for k, v in r.items() if k != "id") for r in records]
         out[table] = sorted(rows, key=repr)
@@ -321,9 +374,10 @@ async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def send(proc: OtelpgProcess, signal: str, body: bytes, content_type: str) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        proc.url("http", PATHS[signal]), data=body, headers={"Content-Type": content_type}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(proc.url("http", PATHS[signal]), data=body, headers={"Content-Type": content_type}) as r,
+    ):
         payload = await r.read()
         assert r.status == 200, payload
         assert r.headers["Content-Type"] == content_type

@@ -47,8 +47,10 @@ def send_user_spans(exporter: object) -> None:
     provider = TracerProvider(resource=sdk.RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("shop.web")
-    with tracer.start_as_current_span("GET /cart/{id}", attributes={
-            "enduser.id": "alice", "url.path": "/cart/42", "http.route": "/cart/{id}", "session.id": "sess-1"}):
+    with tracer.start_as_current_span(
+        "GET /cart/{id}",
+        attributes={"enduser.id": "alice", "url.path": "/cart/42", "http.route": "/cart/{id}", "session.id": "sess-1"},
+    ):
         pass
     with tracer.start_as_current_span("POST /pay", attributes={"user.id": 7, "http.route": "/pay"}) as span:
         span.set_status(Status(StatusCode.ERROR, "card declined"))
@@ -89,8 +91,9 @@ async def poll(dsn: str, sql: str, until, within: float = 20.0):
 def start(tmp_path: Path, dsn: str, config: str, env: dict[str, str] | None = None) -> OtelpgProcess:
     cfg = tmp_path / "otelpg.yaml"
     cfg.write_text(config)
-    proc = OtelpgProcess(tmp_path, {"OTELPG_DATABASE_URL": dsn, "OTELPG_BEARER_TOKEN": TOKEN, **(env or {})},
-                         args=("--config", str(cfg)))
+    proc = OtelpgProcess(
+        tmp_path, {"OTELPG_DATABASE_URL": dsn, "OTELPG_BEARER_TOKEN": TOKEN, **(env or {})}, args=("--config", str(cfg))
+    )
     proc.start()
     return proc
 
@@ -118,8 +121,11 @@ async def test_sdk_telemetry_fills_agent_states_user_analytics_and_system_config
         assert meta["signal"] == "span" and meta["service"] == "checkout" and len(meta["trace_id"]) == 32
 
         # agent_states: one row for checkout/pod-1, upserted within flush_interval.
-        agents = await poll(db_dsn, "SELECT * FROM agent_states",
-                            lambda r: r and orjson.loads(r[0]["performance_metrics"]).get("metric_points", 0) > 0)
+        agents = await poll(
+            db_dsn,
+            "SELECT * FROM agent_states",
+            lambda r: r and orjson.loads(r[0]["performance_metrics"]).get("metric_points", 0) > 0,
+        )
         assert len(agents) == 1
         agent = agents[0]
         assert agent["agent_key"] == "checkout/pod-1" and agent["instance_id"] == "pod-1"
@@ -128,7 +134,9 @@ async def test_sdk_telemetry_fills_agent_states_user_analytics_and_system_config
         assert perf["spans"] == 3 and perf["log_records"] == 2 and perf["errors"] == 2 and perf["metric_points"] >= 8
         errors = orjson.loads(agent["error_log"])
         assert {(e["signal"], e["message"]) for e in errors} == {
-            ("span", "card declined"), ("log", "payment service down")}
+            ("span", "card declined"),
+            ("log", "payment service down"),
+        }
         assert abs(agent["last_active"].timestamp() - time.time()) < 30
 
         # Silent for longer than stale_after: stale.
@@ -136,8 +144,10 @@ async def test_sdk_telemetry_fills_agent_states_user_analytics_and_system_config
         assert agents[0]["status"] == "stale"
 
         # system_config: the effective configuration, no secret in it.
-        config = {r["key"]: orjson.loads(r["value"]) for r in await poll(
-            db_dsn, "SELECT key, value::text FROM system_config", bool)}
+        config = {
+            r["key"]: orjson.loads(r["value"])
+            for r in await poll(db_dsn, "SELECT key, value::text FROM system_config", bool)
+        }
         assert config["agent_states.flush_interval"] == 0.2 and config["user_analytics.enabled"] is True
         assert config["auth.bearer_token"] == "***" and config["user_analytics.hash_key"] == "***"
         assert config["database.url"].startswith("postgresql://") and "***" in config["database.url"]
@@ -149,8 +159,7 @@ async def test_sdk_telemetry_fills_agent_states_user_analytics_and_system_config
     # Restarted with another configuration: system_config follows, with a config_updated event.
     proc = start(tmp_path, dsn, FAST_AGENTS + "batch:\n  max_rows: 777\n", {"OTELPG_USER_HASH_KEY": HASH_KEY})
     try:
-        events = await poll(db_dsn, "SELECT payload::text FROM system_events WHERE event_type = 'config_updated'",
-                            bool)
+        events = await poll(db_dsn, "SELECT payload::text FROM system_events WHERE event_type = 'config_updated'", bool)
         assert len(events) == 1
         assert orjson.loads(events[0]["payload"])["changes"] == {"batch.max_rows": {"old": 5000, "new": 777}}
         assert password not in events[0]["payload"] and TOKEN not in events[0]["payload"]
@@ -160,8 +169,7 @@ async def test_sdk_telemetry_fills_agent_states_user_analytics_and_system_config
 
 @pytest.mark.parametrize("mode", ["hashed", "off"])
 async def test_user_analytics_hashed_or_off(db_dsn, tmp_path, mode):
-    config = {"hashed": "user_analytics:\n  hash_user_ids: true\n",
-              "off": "user_analytics:\n  enabled: false\n"}[mode]
+    config = {"hashed": "user_analytics:\n  hash_user_ids: true\n", "off": "user_analytics:\n  enabled: false\n"}[mode]
     proc = start(tmp_path, db_dsn, config)  # no hash key configured: one is generated in the data dir
     try:
         exporters = sdk.grpc_exporters(proc.grpc_target, headers={"authorization": f"Bearer {TOKEN}"})
@@ -169,8 +177,12 @@ async def test_user_analytics_hashed_or_off(db_dsn, tmp_path, mode):
         send_user_logs(exporters.logs)
         spans = await poll(db_dsn, "SELECT 1 FROM system_events WHERE event_type = 'span'", lambda r: len(r) == 3)
         assert len(spans) == 3
-        rows = await poll(db_dsn, "SELECT user_id, action FROM user_analytics ORDER BY action",
-                          lambda r: len(r) >= 3, within=2 if mode == "off" else 20)
+        rows = await poll(
+            db_dsn,
+            "SELECT user_id, action FROM user_analytics ORDER BY action",
+            lambda r: len(r) >= 3,
+            within=2 if mode == "off" else 20,
+        )
     finally:
         assert proc.stop() == 0
     if mode == "off":
@@ -179,7 +191,10 @@ async def test_user_analytics_hashed_or_off(db_dsn, tmp_path, mode):
     key = (tmp_path / "user_hash_key").read_bytes().strip()
     expected = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in ("alice", "7", "bob")}
     assert [(r["user_id"], r["action"]) for r in rows] == [
-        (expected["alice"], "GET /cart/{id}"), (expected["7"], "POST /pay"), (expected["bob"], "cart.add")]
+        (expected["alice"], "GET /cart/{id}"),
+        (expected["7"], "POST /pay"),
+        (expected["bob"], "cart.add"),
+    ]
     assert not any(r["user_id"] in ("alice", "7", "bob") for r in rows)
 
 
@@ -199,8 +214,16 @@ def test_maintain_and_stats_commands(db_dsn):
     out = otelpg_cli("stats", "--json", env=env)
     assert out.returncode == 0, out.stderr
     stats = {r["table"]: r for r in json.loads(out.stdout)}
-    for table in ("system_events", "performance_metrics", "performance_metrics_1m", "performance_metrics_1h",
-                  "user_analytics", "agent_states", "system_config", "otelpg_metric_names"):
+    for table in (
+        "system_events",
+        "performance_metrics",
+        "performance_metrics_1m",
+        "performance_metrics_1h",
+        "user_analytics",
+        "agent_states",
+        "system_config",
+        "otelpg_metric_names",
+    ):
         r = stats[table]
         assert r["exists"] and r["rows"] == 0 and {"bytes", "share", "oldest", "newest", "inserted"} <= r.keys()
     assert stats["performance_metrics_1m"]["partitions"] == 6 and stats["total"]["database_bytes"] > 0

@@ -58,8 +58,14 @@ def traces_request(first: int, n: int, now_ns: int) -> ExportTraceServiceRequest
     rs.resource.attributes.append(_kv("service.name", "cardinality"))
     spans = rs.scope_spans.add().spans
     for i in range(first, first + n):  # a span name with an id in it: the classic cardinality bug
-        spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"GET /items/{i:06d}",
-                  kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=now_ns - 5_000_000, end_time_unix_nano=now_ns)
+        spans.add(
+            trace_id=os.urandom(16),
+            span_id=os.urandom(8),
+            name=f"GET /items/{i:06d}",
+            kind=Span.SPAN_KIND_SERVER,
+            start_time_unix_nano=now_ns - 5_000_000,
+            end_time_unix_nano=now_ns,
+        )
     return request
 
 
@@ -110,9 +116,11 @@ def test_100k_distinct_label_values_stay_under_the_caps(otelpg):
     assert value(dropped, "otelpg_prometheus_dropped_points_total", reason="cardinality_limit") >= DISTINCT - PER_METRIC
     assert len(got.body) < 16 * MIB
 
-    print(f"series: counter {len(series)}, gauge {len(values(gauge))}, span calls {len(span_series)}, "
-          f"active {active:.0f}; body {len(got.body) / MIB:.1f} MiB; RSS after 20k values {rss[0] / MIB:.0f} MiB, "
-          f"after {DISTINCT // 1000}k {rss[1] / MIB:.0f} MiB")
+    print(
+        f"series: counter {len(series)}, gauge {len(values(gauge))}, span calls {len(span_series)}, "
+        f"active {active:.0f}; body {len(got.body) / MIB:.1f} MiB; RSS after 20k values {rss[0] / MIB:.0f} MiB, "
+        f"after {DISTINCT // 1000}k {rss[1] / MIB:.0f} MiB"
+    )
     # Memory: flat once the caps are reached (80k more distinct values), and small overall.
     growth = rss[1] - rss[0]
     assert growth < 40 * MIB, f"RSS grew {growth / MIB:.1f} MiB after the caps were reached"

@@ -50,16 +50,26 @@ def otelpg_fast(db_dsn, tmp_path):
 
 
 def _resource(instance: str) -> Resource:
-    return Resource.create({"service.name": "cart", "service.namespace": "shop", "service.instance.id": instance,
-                            "deployment.environment": "e2e"})
+    return Resource.create(
+        {
+            "service.name": "cart",
+            "service.namespace": "shop",
+            "service.instance.id": instance,
+            "deployment.environment": "e2e",
+        }
+    )
 
 
 def send_instruments(exporter: object, instance: str) -> None:
     """Counter, up-down counter, histogram and gauge, recorded and exported twice by one provider
     (with delta temporality the second export carries only the second round)."""
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-    views = [View(instrument_name="shop.request.duration",
-                  aggregation=ExplicitBucketHistogramAggregation(boundaries=(0.1, 0.5, 1.0)))]
+    views = [
+        View(
+            instrument_name="shop.request.duration",
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=(0.1, 0.5, 1.0)),
+        )
+    ]
     provider = MeterProvider(resource=_resource(instance), metric_readers=[reader], views=views)
     meter = provider.get_meter("shop.meter", "1.0")
     orders = meter.create_counter("shop.orders", unit="{order}", description="Orders placed.")
@@ -95,13 +105,27 @@ def test_sdk_metrics_of_both_temporalities_and_spans_are_exposed(otelpg_fast):
     assert got.status == 200 and got.headers["content-type"] == TEXT
     fams = families(got.text)
 
-    types = {name: fams[name].type for name in (
-        "shop_orders", "shop_queue_depth", "shop_request_duration_seconds", "shop_temperature_celsius",
-        "target_info", "traces_span_metrics_calls", "traces_span_metrics_duration_seconds")}
-    assert types == {"shop_orders": "counter", "shop_queue_depth": "gauge",
-                     "shop_request_duration_seconds": "histogram", "shop_temperature_celsius": "gauge",
-                     "target_info": "gauge", "traces_span_metrics_calls": "counter",
-                     "traces_span_metrics_duration_seconds": "histogram"}
+    types = {
+        name: fams[name].type
+        for name in (
+            "shop_orders",
+            "shop_queue_depth",
+            "shop_request_duration_seconds",
+            "shop_temperature_celsius",
+            "target_info",
+            "traces_span_metrics_calls",
+            "traces_span_metrics_duration_seconds",
+        )
+    }
+    assert types == {
+        "shop_orders": "counter",
+        "shop_queue_depth": "gauge",
+        "shop_request_duration_seconds": "histogram",
+        "shop_temperature_celsius": "gauge",
+        "target_info": "gauge",
+        "traces_span_metrics_calls": "counter",
+        "traces_span_metrics_duration_seconds": "histogram",
+    }
     assert fams["shop_orders"].documentation == "Orders placed."
 
     for instance in ("cumulative-1", "delta-1"):  # delta points accumulate into the same cumulative view
@@ -110,23 +134,41 @@ def test_sdk_metrics_of_both_temporalities_and_spans_are_exposed(otelpg_fast):
         assert value(fams["shop_queue_depth"], queue="q1", **series) == 2, instance
         assert value(fams["shop_temperature_celsius"], room="a", **series) == 22.0, instance
         hist, route = fams["shop_request_duration_seconds"], {"route": "/cart", **series}
-        buckets = {le: value(hist, "shop_request_duration_seconds_bucket", le=le, **route)
-                   for le in ("0.1", "0.5", "1.0", "+Inf")}
+        buckets = {
+            le: value(hist, "shop_request_duration_seconds_bucket", le=le, **route)
+            for le in ("0.1", "0.5", "1.0", "+Inf")
+        }
         assert buckets == {"0.1": 0, "0.5": 1, "1.0": 2, "+Inf": 2}, instance
         assert value(hist, "shop_request_duration_seconds_count", **route) == 2
         assert value(hist, "shop_request_duration_seconds_sum", **route) == pytest.approx(1.0)
-        info = value(fams["target_info"], job="shop/cart", instance=instance, deployment_environment="e2e",
-                     telemetry_sdk_language="python")
+        info = value(
+            fams["target_info"],
+            job="shop/cart",
+            instance=instance,
+            deployment_environment="e2e",
+            telemetry_sdk_language="python",
+        )
         assert info == 1, instance
         # Resource attributes stay on target_info only.
         assert not values(fams["shop_orders"], "shop_orders_total", deployment_environment="e2e")
 
     calls = fams["traces_span_metrics_calls"]
     span = {"service_name": "checkout"}
-    assert value(calls, "traces_span_metrics_calls_total", span_name="GET /cart", span_kind="SPAN_KIND_SERVER",
-                 status_code="STATUS_CODE_UNSET", **span) == 1
-    assert value(calls, "traces_span_metrics_calls_total", span_name="charge", status_code="STATUS_CODE_ERROR",
-                 **span) == 1
+    assert (
+        value(
+            calls,
+            "traces_span_metrics_calls_total",
+            span_name="GET /cart",
+            span_kind="SPAN_KIND_SERVER",
+            status_code="STATUS_CODE_UNSET",
+            **span,
+        )
+        == 1
+    )
+    assert (
+        value(calls, "traces_span_metrics_calls_total", span_name="charge", status_code="STATUS_CODE_ERROR", **span)
+        == 1
+    )
     assert sum(values(calls, "traces_span_metrics_calls_total", **span)) == 3
     duration = fams["traces_span_metrics_duration_seconds"]
     assert value(duration, "traces_span_metrics_duration_seconds_count", span_name="SELECT carts", **span) == 1
@@ -159,17 +201,20 @@ def test_promtool_finds_no_problem_in_a_scrape_of_every_signal(otelpg):
     assert checked.stdout.decode().strip() == "" and checked.stderr.decode().strip() == ""
 
 
-@pytest.mark.parametrize(("accept", "content_type"), [
-    (None, TEXT),
-    ("text/plain", TEXT),
-    ("text/plain;version=0.0.4", TEXT),
-    ("*/*", TEXT),
-    ("application/openmetrics-text;version=1.0.0", OPENMETRICS),
-    ("application/openmetrics-text", OPENMETRICS),
-    (PROMETHEUS_ACCEPT, OPENMETRICS),
-    ("application/openmetrics-text;q=0.2,text/plain;q=0.9", TEXT),
-    ("application/json", TEXT),  # nothing acceptable: the default rather than 406, as every Prometheus client
-])
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (None, TEXT),
+        ("text/plain", TEXT),
+        ("text/plain;version=0.0.4", TEXT),
+        ("*/*", TEXT),
+        ("application/openmetrics-text;version=1.0.0", OPENMETRICS),
+        ("application/openmetrics-text", OPENMETRICS),
+        (PROMETHEUS_ACCEPT, OPENMETRICS),
+        ("application/openmetrics-text;q=0.2,text/plain;q=0.9", TEXT),
+        ("application/json", TEXT),  # nothing acceptable: the default rather than 406, as every Prometheus client
+    ],
+)
 def test_accept_negotiation_and_content_type(otelpg, accept, content_type):
     got = scrape(otelpg.url("admin", "/metrics"), accept=accept)
     # OpenMetrics may add `; escaping=underscores` (what Prometheus 3 negotiates; 2.x ignores it)
@@ -206,8 +251,12 @@ def test_self_telemetry_names(otelpg):
         assert fams[f"otelpg_receiver_accepted_{item}"].type == "counter"
         assert fams[f"otelpg_receiver_refused_{item}"].type == "counter"
     assert value(fams["otelpg_receiver_accepted_spans"], "otelpg_receiver_accepted_spans_total", transport="grpc") == 3
-    assert value(fams["otelpg_receiver_accepted_log_records"], "otelpg_receiver_accepted_log_records_total",
-                 transport="http") == 5
+    assert (
+        value(
+            fams["otelpg_receiver_accepted_log_records"], "otelpg_receiver_accepted_log_records_total", transport="http"
+        )
+        == 5
+    )
     sent = fams["otelpg_exporter_sent_rows"]
     assert value(sent, "otelpg_exporter_sent_rows_total", table="system_events") >= 3 + 2 + 5  # spans, events, logs
     assert value(fams["otelpg_exporter_queue_capacity"]) > 0
@@ -225,8 +274,10 @@ def test_self_telemetry_names(otelpg):
 async def _span_metric_rows(dsn: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch("SELECT * FROM performance_metrics WHERE metric_name LIKE 'traces.span.metrics.%' "
-                                "ORDER BY metric_name, tags->>'span.name'")
+        return await conn.fetch(
+            "SELECT * FROM performance_metrics WHERE metric_name LIKE 'traces.span.metrics.%' "
+            "ORDER BY metric_name, tags->>'span.name'"
+        )
     finally:
         await conn.close()
 
@@ -249,8 +300,14 @@ async def test_span_metrics_are_flushed_to_performance_metrics(otelpg_fast, db_d
         {"span.name": "charge", "span.kind": "SPAN_KIND_INTERNAL", "status.code": "STATUS_CODE_ERROR"},
     ]
     for row in calls:
-        assert (row["service_name"], row["value"], row["unit"], row["metric_type"], row["temporality"],
-                row["is_monotonic"]) == ("checkout", 1.0, "{call}", "sum", "delta", True)
+        assert (
+            row["service_name"],
+            row["value"],
+            row["unit"],
+            row["metric_type"],
+            row["temporality"],
+            row["is_monotonic"],
+        ) == ("checkout", 1.0, "{call}", "sum", "delta", True)
         assert row["start_timestamp"] < row["timestamp"]
     for row in durations:
         assert (row["metric_type"], row["temporality"], row["unit"], row["count"]) == ("histogram", "delta", "s", 1)
@@ -259,8 +316,11 @@ async def test_span_metrics_are_flushed_to_performance_metrics(otelpg_fast, db_d
     server = durations[0]
     conn = await asyncpg.connect(db_dsn)  # the histogram is usable by the SQL quantile function
     try:
-        p50 = await conn.fetchval("SELECT otelpg_histogram_quantile(0.5, $1::float8[], $2::bigint[])",
-                                  server["bucket_bounds"], server["bucket_counts"])
+        p50 = await conn.fetchval(
+            "SELECT otelpg_histogram_quantile(0.5, $1::float8[], $2::bigint[])",
+            server["bucket_bounds"],
+            server["bucket_counts"],
+        )
     finally:
         await conn.close()
     assert p50 is not None and p50 > 0
@@ -290,8 +350,14 @@ def test_database_utilization_gauges(otelpg_fast):
         return fams
 
     fams = _wait_for(refreshed, what="database utilization with the new rows")
-    tables = ("system_events", "performance_metrics", "otel_resources", "agent_states", "user_analytics",
-              "system_config")
+    tables = (
+        "system_events",
+        "performance_metrics",
+        "otel_resources",
+        "agent_states",
+        "user_analytics",
+        "system_config",
+    )
     table_bytes = fams["otelpg_database_table_bytes"]
     assert table_bytes.type == "gauge"
     assert {s.labels["table"] for s in table_bytes.samples} >= set(tables)

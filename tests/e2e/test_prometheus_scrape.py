@@ -44,9 +44,15 @@ class Prometheus:
         )
         self.log = (workdir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def get(self, path: str, **params: str) -> dict:
@@ -96,8 +102,9 @@ def _poll(fn, timeout: float, what: str):
         time.sleep(0.5)
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (Debian package `prometheus`; "
-                                               ".ci/run installs it)")
+@pytest.mark.skipif(
+    PROMETHEUS is None, reason="prometheus is not installed (Debian package `prometheus`; .ci/run installs it)"
+)
 @pytest.mark.timeout(90)
 def test_prometheus_scrapes_otelpg_and_promql_returns_the_span_call_rate(otelpg, tmp_path):
     started = time.monotonic()
@@ -116,8 +123,15 @@ def test_prometheus_scrapes_otelpg_and_promql_returns_the_span_call_rate(otelpg,
     prometheus = Prometheus(workdir, f"127.0.0.1:{otelpg.ports['admin']}")
     try:
         prometheus.wait_ready()
-        rate = _poll(lambda: [r for r in prometheus.query("sum(rate(traces_span_metrics_calls_total[30s]))")
-                              if float(r["value"][1]) > 0], 30, "span call rate")
+        rate = _poll(
+            lambda: [
+                r
+                for r in prometheus.query("sum(rate(traces_span_metrics_calls_total[30s]))")
+                if float(r["value"][1]) > 0
+            ],
+            30,
+            "span call rate",
+        )
         assert float(rate[0]["value"][1]) > 0
 
         # Scraped cleanly: the target is up with no error (OpenMetrics negotiated, as Prometheus prefers).
@@ -126,18 +140,21 @@ def test_prometheus_scrapes_otelpg_and_promql_returns_the_span_call_rate(otelpg,
         assert prometheus.query('up{job="otelpg"}')[0]["value"][1] == "1"
 
         # RED by service and span: errors are the calls with status_code="STATUS_CODE_ERROR".
-        by_span = prometheus.query('sum by (span_name) (rate(traces_span_metrics_calls_total'
-                                   '{service_name="checkout",status_code="STATUS_CODE_ERROR"}[30s]))')
+        by_span = prometheus.query(
+            "sum by (span_name) (rate(traces_span_metrics_calls_total"
+            '{service_name="checkout",status_code="STATUS_CODE_ERROR"}[30s]))'
+        )
         assert [r["metric"]["span_name"] for r in by_span] == ["charge"]
-        p99 = prometheus.query("histogram_quantile(0.99, sum by (le) "
-                               "(rate(traces_span_metrics_duration_seconds_bucket[30s])))")
+        p99 = prometheus.query(
+            "histogram_quantile(0.99, sum by (le) (rate(traces_span_metrics_duration_seconds_bucket[30s])))"
+        )
         assert p99 and float(p99[0]["value"][1]) > 0
 
         # The service's own metrics keep the job/instance of its resource (honor_labels), and join
         # with target_info on them.
         orders = prometheus.query('orders_total{job="checkout",instance="pod-1"}')
         assert [float(r["value"][1]) for r in orders] == [5.0]
-        joined = prometheus.query('orders_total * on (job, instance) group_left (k8s_pod_name) target_info')
+        joined = prometheus.query("orders_total * on (job, instance) group_left (k8s_pod_name) target_info")
         assert [r["metric"].get("k8s_pod_name") for r in joined] == ["p1"]
         assert prometheus.query('otelpg_receiver_accepted_spans_total{job="otelpg",transport="grpc"}')
     finally:

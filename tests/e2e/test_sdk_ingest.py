@@ -87,8 +87,16 @@ async def test_every_metric_instrument_is_stored(otelpg, db_dsn, transport, comp
         rows = {r["metric_name"]: r for r in await conn.fetch("SELECT * FROM performance_metrics")}
     finally:
         await conn.close()
-    assert set(rows) == {"orders", "queue.depth", "request.duration", "payload.size", "temperature",
-                         "memory.usage", "cpu.time", "connections"}
+    assert set(rows) == {
+        "orders",
+        "queue.depth",
+        "request.duration",
+        "payload.size",
+        "temperature",
+        "memory.usage",
+        "cpu.time",
+        "connections",
+    }
     orders = rows["orders"]
     assert (orders["metric_type"], orders["temporality"], orders["is_monotonic"]) == ("sum", "cumulative", True)
     assert orders["value"] == 5 and orders["unit"] == "{order}"

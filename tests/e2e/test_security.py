@@ -51,8 +51,13 @@ def spans(uid: str, n: int = 1) -> ExportTraceServiceRequest:
     rs.resource.attributes.append(KeyValue(key="service.name", value={"string_value": "security-e2e"}))
     now = time.time_ns()
     for i in range(n):
-        sp = rs.scope_spans.add().spans.add(trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8],
-                                            name=f"op-{i}", start_time_unix_nano=now, end_time_unix_nano=now + 1)
+        sp = rs.scope_spans.add().spans.add(
+            trace_id=uuid.uuid4().bytes,
+            span_id=uuid.uuid4().bytes[:8],
+            name=f"op-{i}",
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1,
+        )
         sp.attributes.append(KeyValue(key="test.uid", value={"string_value": uid}))
     return req
 
@@ -62,20 +67,28 @@ def encode(message: Message, media: str) -> bytes:
 
 
 async def stored(db: asyncpg.Connection, uid: str) -> int:
-    return await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'span' "
-                             "AND payload->'attributes'->>'test.uid' = $1", uid)
+    return await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'span' AND payload->'attributes'->>'test.uid' = $1", uid
+    )
 
 
-async def post(url: str, body: bytes, media: str = PB, headers: dict[str, str] | None = None,
-               ssl_context: ssl.SSLContext | None = None) -> tuple[int, str, bytes]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.post(
-        url, data=body, headers={"Content-Type": media, **(headers or {})}, ssl=ssl_context or True
-    ) as r:
+async def post(
+    url: str,
+    body: bytes,
+    media: str = PB,
+    headers: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, str, bytes]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(url, data=body, headers={"Content-Type": media, **(headers or {})}, ssl=ssl_context or True) as r,
+    ):
         return r.status, r.headers.get("Content-Type", ""), await r.read()
 
 
-async def grpc_export(channel: grpc.aio.Channel, request: Message,
-                      metadata: tuple[tuple[str, str], ...] | None = None) -> Message:
+async def grpc_export(
+    channel: grpc.aio.Channel, request: Message, metadata: tuple[tuple[str, str], ...] | None = None
+) -> Message:
     return await trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, metadata=metadata, timeout=10)
 
 
@@ -101,17 +114,55 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_certs(d: Path) -> Certs:
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2",
-                 "-subj", f"/CN=otelpg test {ca}", cwd=d)
+        _openssl(
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=otelpg test {ca}",
+            cwd=d,
+        )
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
-                          ("other-client", "other-ca", "client.ext")):
+    for name, ca, ext in (
+        ("server", "ca", "server.ext"),
+        ("client", "ca", "client.ext"),
+        ("other-client", "other-ca", "client.ext"),
+    ):
         _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", ext, cwd=d)
-    return Certs(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
-                 d / "other-client.crt", d / "other-client.key")
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.crt",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            cwd=d,
+        )
+    return Certs(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "other-client.crt",
+        d / "other-client.key",
+    )
 
 
 def client_context(certs: Certs, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -155,8 +206,11 @@ def start(tmp: Path, dsn: str, config: str = "", env: dict[str, str] | None = No
 @pytest.fixture(scope="module")
 def authed(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelpgProcess]:
     """OTELPG_BEARER_TOKEN set; debug logging, so a token leaking into any log line is seen."""
-    proc = start(tmp_path_factory.mktemp("otelpg-auth"), module_dsn,
-                 env={"OTELPG_BEARER_TOKEN": TOKEN, "OTELPG_LOG_LEVEL": "debug"})
+    proc = start(
+        tmp_path_factory.mktemp("otelpg-auth"),
+        module_dsn,
+        env={"OTELPG_BEARER_TOKEN": TOKEN, "OTELPG_LOG_LEVEL": "debug"},
+    )
     try:
         yield proc
     finally:
@@ -172,8 +226,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture(scope="module")
 def tls_server(module_dsn: str, certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelpgProcess]:
-    proc = start(tmp_path_factory.mktemp("otelpg-tls"), module_dsn,
-                 f"tls:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n")
+    proc = start(
+        tmp_path_factory.mktemp("otelpg-tls"),
+        module_dsn,
+        f"tls:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n",
+    )
     try:
         yield proc
     finally:
@@ -182,9 +239,11 @@ def tls_server(module_dsn: str, certs: Certs, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def mtls_server(module_dsn: str, certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelpgProcess]:
-    proc = start(tmp_path_factory.mktemp("otelpg-mtls"), module_dsn,
-                 f"tls:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
-                 f"  client_ca_file: {certs.ca}\n")
+    proc = start(
+        tmp_path_factory.mktemp("otelpg-mtls"),
+        module_dsn,
+        f"tls:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n  client_ca_file: {certs.ca}\n",
+    )
     try:
         yield proc
     finally:
@@ -201,8 +260,21 @@ def decode_status(body: bytes, media: str) -> status_pb2.Status:
 
 
 @pytest.mark.parametrize("media", [PB, JS])
-@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Bearer wrong", TOKEN, f"Basic {TOKEN}",
-                                           f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Bearer{TOKEN}"])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong",
+        TOKEN,
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer{TOKEN}",
+    ],
+)
 async def test_http_without_the_right_token_is_401_with_a_status(authed, db, media, authorization):
     u = uid()
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -215,17 +287,20 @@ async def test_http_without_the_right_token_is_401_with_a_status(authed, db, med
     assert await stored(db, u) == 0
 
 
-@pytest.mark.parametrize("garbled", [b"Bearer \xff\xfe", "Bearer s\u00e9cret".encode("latin-1"),
-                                     b"Bearer " + TOKEN.encode() + b"\x80"])
+@pytest.mark.parametrize(
+    "garbled", [b"Bearer \xff\xfe", "Bearer s\u00e9cret".encode("latin-1"), b"Bearer " + TOKEN.encode() + b"\x80"]
+)
 async def test_http_authorization_header_that_is_not_utf8_is_401_not_500(authed, db, garbled):
     """Raw bytes on the wire (a client library would refuse to send them)."""
     u = uid()
     body = spans(u).SerializeToString()
     reader, writer = await asyncio.open_connection("127.0.0.1", authed.ports["http"])
     try:
-        writer.write(b"POST /v1/traces HTTP/1.1\r\nHost: otelpg\r\nContent-Type: application/x-protobuf\r\n"
-                     b"Authorization: " + garbled + b"\r\nConnection: close\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(
+            b"POST /v1/traces HTTP/1.1\r\nHost: otelpg\r\nContent-Type: application/x-protobuf\r\n"
+            b"Authorization: " + garbled + b"\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         await writer.drain()
         response = await asyncio.wait_for(reader.read(), 10)
     finally:
@@ -241,8 +316,9 @@ async def test_http_authorization_header_that_is_not_utf8_is_401_not_500(authed,
 @pytest.mark.parametrize("media", [PB, JS])
 async def test_http_with_the_right_token_is_200_and_stored(authed, db, media):
     u = uid()
-    status, content_type, body = await post(authed.url("http", "/v1/traces"), encode(spans(u, 2), media), media,
-                                            {"Authorization": f"Bearer {TOKEN}"})
+    status, content_type, body = await post(
+        authed.url("http", "/v1/traces"), encode(spans(u, 2), media), media, {"Authorization": f"Bearer {TOKEN}"}
+    )
     assert (status, content_type) == (200, media), body
     assert await stored(db, u) == 2
 
@@ -251,8 +327,9 @@ async def test_http_with_the_right_token_is_200_and_stored(authed, db, media):
 async def test_http_bearer_scheme_is_case_insensitive_and_may_take_more_blanks(authed, db, scheme):
     """RFC 6750 §2.1 / RFC 7235 §2.1: `credentials = auth-scheme 1*SP token`, the scheme case-insensitive."""
     u = uid()
-    status, _, body = await post(authed.url("http", "/v1/traces"), encode(spans(u), PB), PB,
-                                 {"Authorization": f"{scheme}{TOKEN}"})
+    status, _, body = await post(
+        authed.url("http", "/v1/traces"), encode(spans(u), PB), PB, {"Authorization": f"{scheme}{TOKEN}"}
+    )
     assert status == 200, body
     assert await stored(db, u) == 1
 
@@ -260,13 +337,17 @@ async def test_http_bearer_scheme_is_case_insensitive_and_may_take_more_blanks(a
 @pytest.mark.parametrize("order", ["right-first", "wrong-first", "right-twice"])
 async def test_several_authorization_headers_are_refused_over_both_transports(authed, db, order):
     """One request, one set of credentials: HTTP used to read the first header and gRPC the last."""
-    values = {"right-first": [f"Bearer {TOKEN}", "Bearer wrong"], "wrong-first": ["Bearer wrong", f"Bearer {TOKEN}"],
-              "right-twice": [f"Bearer {TOKEN}"] * 2}[order]
+    values = {
+        "right-first": [f"Bearer {TOKEN}", "Bearer wrong"],
+        "wrong-first": ["Bearer wrong", f"Bearer {TOKEN}"],
+        "right-twice": [f"Bearer {TOKEN}"] * 2,
+    }[order]
     u = uid()
     headers = CIMultiDict([("Content-Type", PB), *(("Authorization", v) for v in values)])
-    async with aiohttp.ClientSession() as session, session.post(
-        authed.url("http", "/v1/traces"), data=encode(spans(u), PB), headers=headers
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(authed.url("http", "/v1/traces"), data=encode(spans(u), PB), headers=headers) as r,
+    ):
         assert r.status == 401
         assert "multiple" in status_pb2.Status.FromString(await r.read()).message
     async with grpc.aio.insecure_channel(authed.grpc_target) as channel:
@@ -276,8 +357,10 @@ async def test_several_authorization_headers_are_refused_over_both_transports(au
     assert await stored(db, u) == 0
 
 
-@pytest.mark.parametrize("metadata", [None, (("authorization", "Bearer wrong"),), (("authorization", TOKEN),),
-                                      (("x-api-key", f"Bearer {TOKEN}"),)])
+@pytest.mark.parametrize(
+    "metadata",
+    [None, (("authorization", "Bearer wrong"),), (("authorization", TOKEN),), (("x-api-key", f"Bearer {TOKEN}"),)],
+)
 async def test_grpc_without_the_right_token_is_unauthenticated(authed, db, metadata):
     u = uid()
     async with grpc.aio.insecure_channel(authed.grpc_target) as channel:
@@ -298,8 +381,9 @@ async def test_grpc_with_the_right_token_is_ok_and_stored(authed, db):
 
 
 async def _service_rows(db: asyncpg.Connection, event_type: str) -> int:
-    return await db.fetchval("SELECT count(*) FROM system_events WHERE service_name = 'checkout' "
-                             "AND event_type = $1", event_type)
+    return await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE service_name = 'checkout' AND event_type = $1", event_type
+    )
 
 
 async def test_sdk_exporters_pass_with_the_token_header_and_fail_without(authed, db):
@@ -377,10 +461,15 @@ async def test_mtls_refuses_a_client_without_a_certificate_and_accepts_ours(mtls
     with pytest.raises(aiohttp.ClientError):
         await post(https(mtls_server), encode(spans(refused), PB), ssl_context=client_context(certs))
     with pytest.raises(aiohttp.ClientError):  # a certificate from another CA
-        await post(https(mtls_server), encode(spans(refused), PB),
-                   ssl_context=client_context(certs, certs.other_client_cert, certs.other_client_key))
-    for credentials in (grpc_credentials(certs),
-                        grpc_credentials(certs, certs.other_client_cert, certs.other_client_key)):
+        await post(
+            https(mtls_server),
+            encode(spans(refused), PB),
+            ssl_context=client_context(certs, certs.other_client_cert, certs.other_client_key),
+        )
+    for credentials in (
+        grpc_credentials(certs),
+        grpc_credentials(certs, certs.other_client_cert, certs.other_client_key),
+    ):
         async with grpc.aio.secure_channel(mtls_server.grpc_target, credentials) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await grpc_export(channel, spans(refused))
@@ -388,8 +477,9 @@ async def test_mtls_refuses_a_client_without_a_certificate_and_accepts_ours(mtls
     assert await stored(db, refused) == 0
 
     u = uid()
-    status, content_type, _ = await post(https(mtls_server), encode(spans(u), PB),
-                                         ssl_context=client_context(certs, certs.client_cert, certs.client_key))
+    status, content_type, _ = await post(
+        https(mtls_server), encode(spans(u), PB), ssl_context=client_context(certs, certs.client_cert, certs.client_key)
+    )
     assert (status, content_type) == (200, PB)
     credentials = grpc_credentials(certs, certs.client_cert, certs.client_key)
     async with grpc.aio.secure_channel(mtls_server.grpc_target, credentials) as channel:
@@ -399,8 +489,16 @@ async def test_mtls_refuses_a_client_without_a_certificate_and_accepts_ours(mtls
     req = ExportLogsServiceRequest()
     rec = req.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=time.time_ns())
     rec.attributes.append(KeyValue(key="test.uid", value={"string_value": u}))
-    status, content_type, _ = await post(https(mtls_server, "/v1/logs"), encode(req, JS), JS,
-                                         ssl_context=client_context(certs, certs.client_cert, certs.client_key))
+    status, content_type, _ = await post(
+        https(mtls_server, "/v1/logs"),
+        encode(req, JS),
+        JS,
+        ssl_context=client_context(certs, certs.client_cert, certs.client_key),
+    )
     assert (status, content_type) == (200, JS)
-    assert await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'log' "
-                             "AND payload->'attributes'->>'test.uid' = $1", u) == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM system_events WHERE event_type = 'log' AND payload->'attributes'->>'test.uid' = $1", u
+        )
+        == 1
+    )

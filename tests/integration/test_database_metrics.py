@@ -22,8 +22,10 @@ async def test_refresh_then_scrape_and_a_failed_refresh_keeps_the_last_snapshot(
     try:
         await migrate(conn)
         await ensure_partitions(conn, 1, 1)
-        await conn.execute("INSERT INTO otel_resources (resource_id, service_name, attributes) "
-                           "SELECT g, 's', '{}' FROM generate_series(1, 10) g")
+        await conn.execute(
+            "INSERT INTO otel_resources (resource_id, service_name, attributes) "
+            "SELECT g, 's', '{}' FROM generate_series(1, 10) g"
+        )
     finally:
         await conn.close()  # a backend publishes its table statistics at the latest when it exits
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=1)

@@ -81,16 +81,36 @@ class Pipeline:
         self.telemetry = Telemetry(CollectorRegistry())
         self.lifecycle = Lifecycle(pool, Config(data_dir=str(tmp_path)))
         self.writer = Writer(pool, self.telemetry, hooks=self.lifecycle.hooks, retry_delays=())
-        self.batcher = Batcher(self.writer.write, max_rows=5000, max_delay=0.5, linger=0.2, queue_max_rows=100_000,
-                               queue_max_bytes=1 << 30, writers=1)
+        self.batcher = Batcher(
+            self.writer.write,
+            max_rows=5000,
+            max_delay=0.5,
+            linger=0.2,
+            queue_max_rows=100_000,
+            queue_max_bytes=1 << 30,
+            writers=1,
+        )
         self.mapping = MappingThread()
         self.dead_letter = DeadLetter(tmp_path / "dead-letter", max_bytes=1 << 30)
         self.spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
         self.database_ok = True
-        self.exporter = PostgresExporter(self.batcher, self.mapping, lambda: self.database_ok, spool=self.spool,
-                                         dead_letter=self.dead_letter, telemetry=self.telemetry)
-        self.replayer = Replayer(self.spool, self.writer, self.mapping, self.telemetry, database_ok=lambda: True,
-                                 on_replayed=lambda info: None, dead_letter=self.dead_letter)
+        self.exporter = PostgresExporter(
+            self.batcher,
+            self.mapping,
+            lambda: self.database_ok,
+            spool=self.spool,
+            dead_letter=self.dead_letter,
+            telemetry=self.telemetry,
+        )
+        self.replayer = Replayer(
+            self.spool,
+            self.writer,
+            self.mapping,
+            self.telemetry,
+            database_ok=lambda: True,
+            on_replayed=lambda info: None,
+            dead_letter=self.dead_letter,
+        )
 
     async def close(self) -> None:
         await self.batcher.close(5)
@@ -155,8 +175,7 @@ async def test_names_too_long_for_an_index_are_truncated_not_refused(pipeline, d
     assert await db.fetchval("SELECT count(*) FROM user_analytics WHERE length(user_id) = 1024") == 10
     assert await db.fetchval("SELECT count(*) FROM performance_metrics WHERE length(metric_name) = 1024") == 5
     # the whole name is kept where nothing indexes it
-    assert await db.fetchval(
-        "SELECT count(*) FROM performance_metrics WHERE details->>'name' = $1", "m" * 10_000) == 5
+    assert await db.fetchval("SELECT count(*) FROM performance_metrics WHERE details->>'name' = $1", "m" * 10_000) == 5
 
 
 # --------------------------------------------------------------------------- derived rows
@@ -236,22 +255,34 @@ class PeakAdmission(Admission):
 def chunked(signal: Signal, message, admission: Admission, chunk_messages: int) -> ExportRequest:
     body = message.SerializeToString()
     split = otlpwire.split(signal.code, body, chunk_messages=chunk_messages)
-    return ExportRequest(signal, body, split.chunks, split.items, split.rejected, split.reason, split.messages,
-                         admission.reserve(len(body)))
+    return ExportRequest(
+        signal,
+        body,
+        split.chunks,
+        split.items,
+        split.rejected,
+        split.reason,
+        split.messages,
+        admission.reserve(len(body)),
+    )
 
 
 async def test_a_large_request_holds_the_rows_of_a_chunk_or_two_not_all_of_them(pipeline, db):
     admission = PeakAdmission(1 << 40)
     request = chunked(LOGS, logs_request("big", 6000), admission, chunk_messages=3000)
     assert len(request.chunks) >= 8
-    whole = sum(rows_memory(rows) for chunk in request.chunks
-                for rows in map_chunk(LOGS, chunk, NOW_NS, request_ids(NOW_NS, 1)).rows.values())
+    whole = sum(
+        rows_memory(rows)
+        for chunk in request.chunks
+        for rows in map_chunk(LOGS, chunk, NOW_NS, request_ids(NOW_NS, 1)).rows.values()
+    )
     with request.reservation:
         assert (await pipeline.exporter.consume(request)).rejected == 0
     assert admission.bytes == 0
     assert admission.peak - len(request.body) < whole / 3, (admission.peak, whole)
-    stored = await db.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM system_events "
-                               "WHERE service_name = 'big'")
+    stored = await db.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM system_events WHERE service_name = 'big'"
+    )
     assert stored["n"] == stored["ids"] == 6000
 
 
@@ -262,9 +293,15 @@ async def test_an_outage_in_the_middle_of_a_request_spools_it_and_replay_stores_
         observed.append(sum(len(s.log_records) for r in message.resource_logs for s in r.scope_logs))
         pipeline.database_ok = False  # the health check notices PostgreSQL is gone
 
-    exporter = PostgresExporter(pipeline.batcher, pipeline.mapping, lambda: pipeline.database_ok,
-                                [outage_after_first_chunk], spool=pipeline.spool, dead_letter=pipeline.dead_letter,
-                                telemetry=pipeline.telemetry)
+    exporter = PostgresExporter(
+        pipeline.batcher,
+        pipeline.mapping,
+        lambda: pipeline.database_ok,
+        [outage_after_first_chunk],
+        spool=pipeline.spool,
+        dead_letter=pipeline.dead_letter,
+        telemetry=pipeline.telemetry,
+    )
     request = chunked(LOGS, logs_request("interrupted", 3000), Admission(1 << 40), chunk_messages=2000)
     assert len(request.chunks) >= 4
     with request.reservation:
@@ -273,6 +310,7 @@ async def test_an_outage_in_the_middle_of_a_request_spools_it_and_replay_stores_
     assert sum(observed) == 3000  # every chunk observed once: committed, or durable in the spool
     pipeline.database_ok = True
     await asyncio.wait_for(pipeline.replayer.replay(), 30)
-    stored = await db.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM system_events "
-                               "WHERE service_name = 'interrupted'")
+    stored = await db.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM system_events WHERE service_name = 'interrupted'"
+    )
     assert stored["n"] == stored["ids"] == 3000  # the committed chunks were not stored twice

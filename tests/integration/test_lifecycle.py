@@ -43,8 +43,13 @@ from sidecar.telemetry import Telemetry
 from tests.unit.mapping.builders import kvs, resource
 
 NOW = dt.datetime(2031, 3, 10, 12, 30, tzinfo=dt.UTC)
-RETENTION = {"system_events": 30, "performance_metrics": 30, "user_analytics": 30,
-             "performance_metrics_1m": 90, "performance_metrics_1h": 400}
+RETENTION = {
+    "system_events": 30,
+    "performance_metrics": 30,
+    "user_analytics": 30,
+    "performance_metrics_1m": 90,
+    "performance_metrics_1h": 400,
+}
 
 
 def ns(t: dt.datetime) -> int:
@@ -78,15 +83,15 @@ async def test_partitions_created_ahead_and_dropped_past_retention(db):
     day_tables = [t for t, (_, unit) in PARTITIONING.items() if unit == "day"]
     assert len(report.created) == 5 * len(day_tables) + 1  # + the 1h rollup's month
     for table in day_tables:
-        assert await partitions(db, table) == [
-            f"{table}_default", *(f"{table}_p203103{d:02d}" for d in range(9, 14))
-        ]
-    assert await partitions(db, PERFORMANCE_METRICS_1H) == ["performance_metrics_1h_default",
-                                                             "performance_metrics_1h_p203103"]
+        assert await partitions(db, table) == [f"{table}_default", *(f"{table}_p203103{d:02d}" for d in range(9, 14))]
+    assert await partitions(db, PERFORMANCE_METRICS_1H) == [
+        "performance_metrics_1h_default",
+        "performance_metrics_1h_p203103",
+    ]
     # Rollup partitions leave room for HOT updates.
-    assert await db.fetchval(
-        "SELECT reloptions FROM pg_class WHERE relname = 'performance_metrics_1m_p20310310'"
-    ) == ["fillfactor=70"]
+    assert await db.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'performance_metrics_1m_p20310310'") == [
+        "fillfactor=70"
+    ]
     again = await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION, now=NOW)
     assert again.created == again.dropped == [] and again.moved_rows == 0
 
@@ -111,8 +116,12 @@ async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_pa
     lifecycle = make_lifecycle(pool, tmp_path)
     writer = make_writer(pool, lifecycle)
     now = dt.datetime.now(dt.UTC)
-    times = {"future": now + dt.timedelta(days=400), "1970": dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
-             "late": now - dt.timedelta(days=10), "now": now}
+    times = {
+        "future": now + dt.timedelta(days=400),
+        "1970": dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+        "late": now - dt.timedelta(days=10),
+        "now": now,
+    }
     req = ExportLogsServiceRequest()
     records = req.resource_logs.add(resource=resource({"service.name": "clock"})).scope_logs.add().log_records
     for name, t in times.items():
@@ -121,15 +130,23 @@ async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_pa
     async with pool.acquire() as conn:
         await ensure_partitions(conn, 1, 3)
         await write(writer, map_logs(req, time.time_ns()))
-        stored = {r["b"]: r["p"] for r in await conn.fetch(
-            "SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")}
+        stored = {
+            r["b"]: r["p"]
+            for r in await conn.fetch("SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")
+        }
         # Every row is stored; those without a partition wait in the default one.
-        assert stored == {"future": "system_events_default", "1970": "system_events_default",
-                          "late": "system_events_default", "now": f"system_events_p{now:%Y%m%d}"}
+        assert stored == {
+            "future": "system_events_default",
+            "1970": "system_events_default",
+            "late": "system_events_default",
+            "now": f"system_events_p{now:%Y%m%d}",
+        }
 
         report = await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION, now=now)
-        stored = {r["b"]: r["p"] for r in await conn.fetch(
-            "SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")}
+        stored = {
+            r["b"]: r["p"]
+            for r in await conn.fetch("SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")
+        }
         late = partition_name(SYSTEM_EVENTS, "day", times["late"])
         assert stored["late"] == late and late in report.created  # split out of the default partition
         assert stored["future"] == "system_events_default"  # kept there until the window reaches its day
@@ -138,10 +155,12 @@ async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_pa
         assert stored["now"] == f"system_events_p{now:%Y%m%d}"
 
         # 398 days on, the future row's day enters the window: moved into its own partition.
-        report = await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION,
-                                now=now + dt.timedelta(days=398))
-        where = await conn.fetchval("SELECT tableoid::regclass::text FROM system_events "
-                                    "WHERE payload->>'body' = 'future'")
+        report = await maintain(
+            conn, days_behind=1, days_ahead=3, retention_days=RETENTION, now=now + dt.timedelta(days=398)
+        )
+        where = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM system_events WHERE payload->>'body' = 'future'"
+        )
         assert where == partition_name(SYSTEM_EVENTS, "day", times["future"])
         assert await conn.fetchval("SELECT count(*) FROM system_events_default") == 0
 
@@ -151,7 +170,8 @@ async def test_two_maintainers_at_once_do_not_conflict(db_dsn, db):
     base = NOW - dt.timedelta(days=12)
     await db.execute(
         "INSERT INTO system_events (event_type, source, timestamp) "
-        "SELECT 'log', 's', $1::timestamptz + make_interval(hours => g) FROM generate_series(0, 239) g", base,
+        "SELECT 'log', 's', $1::timestamptz + make_interval(hours => g) FROM generate_series(0, 239) g",
+        base,
     )
     a, b = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
     try:
@@ -186,8 +206,9 @@ async def test_maintenance_does_not_block_ingest_into_other_partitions(db_dsn, d
     writer = await asyncpg.connect(db_dsn)
     try:
         async with writer.transaction():
-            await writer.execute("INSERT INTO system_events (event_type, source, timestamp) VALUES ('log', 's', $1)",
-                                 NOW)
+            await writer.execute(
+                "INSERT INTO system_events (event_type, source, timestamp) VALUES ('log', 's', $1)", NOW
+            )
             report = await asyncio.wait_for(
                 maintain(db, days_behind=1, days_ahead=5, retention_days=RETENTION, now=NOW), 20
             )
@@ -223,11 +244,19 @@ def _metrics_request(base: dt.datetime, step_s: int, n: int, service: str = "sho
             p.as_double = 20.0 + (i * 37 % 13) - 6.5
         total.data_points.add(time_unix_nano=t, as_int=i * 3 + 1, attributes=kvs(attrs))
         counts = [i % 3, (i * 5) % 7, 1, i % 2]
-        hist.data_points.add(time_unix_nano=t, count=sum(counts), sum=0.01 * i, min=0.001 * (i % 5),
-                             max=2.0 + i % 4, explicit_bounds=[0.1, 0.5, 1.0], bucket_counts=counts,
-                             attributes=kvs(flipped))
-        e = exp.data_points.add(time_unix_nano=t, count=3 + i % 4, sum=float(i), scale=2, zero_count=1,
-                                attributes=kvs(attrs))
+        hist.data_points.add(
+            time_unix_nano=t,
+            count=sum(counts),
+            sum=0.01 * i,
+            min=0.001 * (i % 5),
+            max=2.0 + i % 4,
+            explicit_bounds=[0.1, 0.5, 1.0],
+            bucket_counts=counts,
+            attributes=kvs(flipped),
+        )
+        e = exp.data_points.add(
+            time_unix_nano=t, count=3 + i % 4, sum=float(i), scale=2, zero_count=1, attributes=kvs(attrs)
+        )
         e.positive.offset = 4
         e.positive.bucket_counts.extend([1, 1 + i % 4, 0])
         summary.data_points.add(time_unix_nano=t, count=10 + i, sum=1.5 * i, attributes=kvs(attrs))
@@ -262,17 +291,34 @@ def _same(a, b) -> bool:
 async def _compare_rollups(conn: asyncpg.Connection) -> int:
     compared = 0
     for table, seconds in ((PERFORMANCE_METRICS_1M, 60), (PERFORMANCE_METRICS_1H, 3600)):
+
         def key(r):
-            return (r["metric_name"], r["service_name"], r["bucket"], orjson.dumps(
-                orjson.loads(r["tags"]), option=orjson.OPT_SORT_KEYS), r["metric_type"],
-                tuple(r["bucket_bounds"] or ()))
+            return (
+                r["metric_name"],
+                r["service_name"],
+                r["bucket"],
+                orjson.dumps(orjson.loads(r["tags"]), option=orjson.OPT_SORT_KEYS),
+                r["metric_type"],
+                tuple(r["bucket_bounds"] or ()),
+            )
+
         direct = {key(r): r for r in await conn.fetch(_DIRECT.format(s=seconds))}
         rolled = {key(r): r for r in await conn.fetch(_ROLLUP.format(table=table))}
         assert direct.keys() == rolled.keys(), table
         for k, d in direct.items():
             r = rolled[k]
-            for column in ("count", "sum", "min", "max", "last", "last_timestamp", "sample_count", "sample_min",
-                           "sample_max", "bucket_counts"):
+            for column in (
+                "count",
+                "sum",
+                "min",
+                "max",
+                "last",
+                "last_timestamp",
+                "sample_count",
+                "sample_min",
+                "sample_max",
+                "bucket_counts",
+            ):
                 assert _same(d[column], r[column]), (table, k, column, d[column], r[column])
             compared += 1
     return compared
@@ -286,20 +332,28 @@ async def test_rollups_equal_a_direct_aggregate_of_the_raw_rows(pool, tmp_path):
         await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION)
     # Batches overlapping in time (the same series and minute across and within batches, over an
     # hour boundary), written concurrently by several writers as the batcher does.
-    requests = [_metrics_request(base + dt.timedelta(seconds=off), 17, 40, service)
-                for off in (0, 5, 600) for service in ("shop", "cart")]
+    requests = [
+        _metrics_request(base + dt.timedelta(seconds=off), 17, 40, service)
+        for off in (0, 5, 600)
+        for service in ("shop", "cart")
+    ]
     await asyncio.gather(*(write(writer, map_metrics(r, time.time_ns())) for r in requests))
     await write(writer, map_metrics(_metrics_request(base, 23, 30), time.time_ns()))
     async with pool.acquire() as conn:
         assert await _compare_rollups(conn) > 100
         # The same series with its attributes in another order is one rollup row.
-        assert await conn.fetchval(
-            "SELECT count(DISTINCT series_hash) FROM performance_metrics_1h WHERE metric_name = 'temp' "
-            "AND service_name = 'shop'") == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(DISTINCT series_hash) FROM performance_metrics_1h WHERE metric_name = 'temp' "
+                "AND service_name = 'shop'"
+            )
+            == 2
+        )
         # Percentiles over a long range from the rollup.
         p99 = await conn.fetchval(
             "SELECT otelpg_histogram_quantile(0.99, max(bucket_bounds), otelpg_sum_buckets(bucket_counts)) "
-            "FROM performance_metrics_1h WHERE metric_name = 'latency'")
+            "FROM performance_metrics_1h WHERE metric_name = 'latency'"
+        )
         assert 0.1 <= p99 <= 1.0
 
 
@@ -335,8 +389,14 @@ async def test_rollup_cost_per_batch_is_small(pool, tmp_path):
     for m in range(50):
         h = sm.metrics.add(name=f"h{m}").histogram
         for p in range(100):
-            h.data_points.add(time_unix_nano=t, count=3, sum=1.0, explicit_bounds=[1.0, 2.0],
-                              bucket_counts=[1, 1, 1], attributes=kvs({"p": p, "route": "/x"}))
+            h.data_points.add(
+                time_unix_nano=t,
+                count=3,
+                sum=1.0,
+                explicit_bounds=[1.0, 2.0],
+                bucket_counts=[1, 1, 1],
+                attributes=kvs({"p": p, "route": "/x"}),
+            )
     rows = map_metrics(req, time.time_ns()).rows[PERFORMANCE_METRICS]
     rollups.parameters(rollups.aggregate(rows, 60))  # warm the series memo
     started = time.perf_counter()
@@ -354,16 +414,24 @@ def _traces_request(base: dt.datetime) -> ExportTraceServiceRequest:
     spans = req.resource_spans.add(resource=resource({"service.name": "web", "service.instance.id": "w-1"}))
     ss = spans.scope_spans.add()
     rows = [
-        ("GET /cart", {"enduser.id": "alice", "url.path": "/cart/42", "http.route": "/cart/{id}",
-                       "session.id": "s-1"}, 0),
+        (
+            "GET /cart",
+            {"enduser.id": "alice", "url.path": "/cart/42", "http.route": "/cart/{id}", "session.id": "s-1"},
+            0,
+        ),
         ("GET /home", {"user.id": 12345, "http.route": "/home"}, 0),
         ("checkout", {"enduser.id": "bob", "user.id": "ignored"}, 2),
         ("GET /anon", {"http.route": "/anon", "note": 'says "user.id" in a value'}, 0),
     ]
     for i, (name, attrs, code) in enumerate(rows):
-        sp = ss.spans.add(trace_id=bytes([1] * 15 + [i + 1]), span_id=bytes([2] * 7 + [i + 1]), name=name,
-                          start_time_unix_nano=ns(base) + i, end_time_unix_nano=ns(base) + i + 1000,
-                          attributes=kvs(attrs))
+        sp = ss.spans.add(
+            trace_id=bytes([1] * 15 + [i + 1]),
+            span_id=bytes([2] * 7 + [i + 1]),
+            name=name,
+            start_time_unix_nano=ns(base) + i,
+            end_time_unix_nano=ns(base) + i + 1000,
+            attributes=kvs(attrs),
+        )
         sp.status.code = code
         if code:
             sp.status.message = "card declined"
@@ -376,11 +444,14 @@ def _logs_request(base: dt.datetime) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add(resource=resource({"service.name": "web", "service.instance.id": "w-1"}))
     sl = rl.scope_logs.add()
-    rec = sl.log_records.add(time_unix_nano=ns(base), attributes=kvs({
-        "event.name": "button.click", "user.id": "carol", "url.path": "/buy", "session.id": "s-9"}))
+    rec = sl.log_records.add(
+        time_unix_nano=ns(base),
+        attributes=kvs({"event.name": "button.click", "user.id": "carol", "url.path": "/buy", "session.id": "s-9"}),
+    )
     rec.body.string_value = "clicked"
-    rec = sl.log_records.add(time_unix_nano=ns(base), severity_number=17, trace_id=bytes([9] * 16),
-                             attributes=kvs({"enduser.id": "dave"}))
+    rec = sl.log_records.add(
+        time_unix_nano=ns(base), severity_number=17, trace_id=bytes([9] * 16), attributes=kvs({"enduser.id": "dave"})
+    )
     rec.body.string_value = "payment failed"
     sl.log_records.add(time_unix_nano=ns(base), severity_number=9).body.string_value = "no user"
     return req
@@ -388,8 +459,11 @@ def _logs_request(base: dt.datetime) -> ExportLogsServiceRequest:
 
 @pytest.mark.parametrize("mode", ["on", "hashed", "off"])
 async def test_user_analytics_from_spans_and_logs(pool, tmp_path, mode):
-    ua = {"on": UserAnalyticsConfig(), "hashed": UserAnalyticsConfig(hash_user_ids=True, hash_key="k3y"),
-          "off": UserAnalyticsConfig(enabled=False)}[mode]
+    ua = {
+        "on": UserAnalyticsConfig(),
+        "hashed": UserAnalyticsConfig(hash_user_ids=True, hash_key="k3y"),
+        "off": UserAnalyticsConfig(enabled=False),
+    }[mode]
     lifecycle = make_lifecycle(pool, tmp_path, user_analytics=ua)
     writer = make_writer(pool, lifecycle)
     base = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -435,8 +509,11 @@ async def test_generated_hash_key_is_kept_in_the_data_dir(pool, tmp_path):
 
 async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_path):
     clock = [1_900_000_000.0]
-    lifecycle = Lifecycle(pool, Config(data_dir=str(tmp_path), agent_states=AgentStatesConfig(
-        stale_after=60, error_log_size=3)), clock=lambda: clock[0])
+    lifecycle = Lifecycle(
+        pool,
+        Config(data_dir=str(tmp_path), agent_states=AgentStatesConfig(stale_after=60, error_log_size=3)),
+        clock=lambda: clock[0],
+    )
     base = dt.datetime.fromtimestamp(clock[0], dt.UTC)
     lifecycle.after_commit("traces", _traces_request(base))
     lifecycle.after_commit("logs", _logs_request(base))
@@ -454,7 +531,9 @@ async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_p
         assert perf["window_seconds"] == 60 and perf["items_per_second"] == round(7 / 60, 3)
         errors = orjson.loads(w1["error_log"])
         assert [(e["signal"], e.get("name"), e["message"]) for e in errors] == [
-            ("log", None, "payment failed"), ("span", "checkout", "card declined")]
+            ("log", None, "payment failed"),
+            ("span", "checkout", "card declined"),
+        ]
         assert orjson.loads(rows["web"]["performance_metrics"])["metric_points"] == 25
 
         # More errors later: merged into the stored log, newest first, cut to error_log_size.
@@ -484,21 +563,26 @@ async def test_system_config_written_with_secrets_redacted_and_changes_recorded(
     secrets = {"database": "s3cret-pw", "token": "tok-s3cret", "hash": "hash-s3cret"}
     from sidecar.config import load_config
 
-    config = load_config(env={
-        "OTELPG_DATABASE_URL": f"postgresql://app:{secrets['database']}@db.internal/app",
-        "OTELPG_BEARER_TOKEN": secrets["token"], "OTELPG_USER_HASH_KEY": secrets["hash"],
-        "OTELPG_DATA_DIR": str(tmp_path),
-    })
+    config = load_config(
+        env={
+            "OTELPG_DATABASE_URL": f"postgresql://app:{secrets['database']}@db.internal/app",
+            "OTELPG_BEARER_TOKEN": secrets["token"],
+            "OTELPG_USER_HASH_KEY": secrets["hash"],
+            "OTELPG_DATA_DIR": str(tmp_path),
+        }
+    )
     assert await Lifecycle(pool, config).write_config() == {}  # first start: nothing was stored
     async with pool.acquire() as conn:
-        stored = {r["key"]: orjson.loads(r["value"])
-                  for r in await conn.fetch("SELECT key, value::text FROM system_config")}
+        stored = {
+            r["key"]: orjson.loads(r["value"]) for r in await conn.fetch("SELECT key, value::text FROM system_config")
+        }
         assert stored["database.url"] == "postgresql://app:***@db.internal/app"
         assert stored["auth.bearer_token"] == "***" and stored["user_analytics.hash_key"] == "***"
         assert stored["batch.max_rows"] == 5000 and stored["retention.performance_metrics_1h_days"] == 400
         assert await conn.fetchval("SELECT description FROM system_config WHERE key = 'batch.max_rows'")
-        everything = await conn.fetchval("SELECT string_agg(key || value::text || coalesce(description, ''), '') "
-                                         "FROM system_config")
+        everything = await conn.fetchval(
+            "SELECT string_agg(key || value::text || coalesce(description, ''), '') FROM system_config"
+        )
         assert not any(s in everything for s in secrets.values())
         assert await conn.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'config_updated'") == 0
 
@@ -527,11 +611,14 @@ async def test_lookup_tables_for_grafana_variables(pool, tmp_path):
         await write(writer, map_metrics(_metrics_request(base, 10, 3, service="cart"), time.time_ns()))
         await write(writer, map_traces(_traces_request(base), time.time_ns()))
         await write(writer, map_logs(_logs_request(base), time.time_ns()))
-        names = await conn.fetch("SELECT metric_name, service_name, metric_type, unit FROM otelpg_metric_names "
-                                 "ORDER BY 1")
+        names = await conn.fetch(
+            "SELECT metric_name, service_name, metric_type, unit FROM otelpg_metric_names ORDER BY 1"
+        )
         assert [tuple(r) for r in names] == [
-            ("latency", "cart", "histogram", "s"), ("legacy", "cart", "summary", "s"),
-            ("requests", "cart", "sum", "1"), ("size", "cart", "exponential_histogram", "By"),
+            ("latency", "cart", "histogram", "s"),
+            ("legacy", "cart", "summary", "s"),
+            ("requests", "cart", "sum", "1"),
+            ("size", "cart", "exponential_histogram", "By"),
             ("temp", "cart", "gauge", "Cel"),
         ]
         types = await conn.fetch("SELECT event_type FROM otelpg_event_types WHERE service_name = 'web' ORDER BY 1")

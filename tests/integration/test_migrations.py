@@ -8,8 +8,15 @@ from exporters.postgres.maintenance import ensure_partitions
 from exporters.postgres.schema import COPY_TABLES, PARTITIONED_TABLES
 from sidecar.migrate import Migration, MigrationError, discover, migrate, pending
 
-EXPECTED_TABLES = {"system_events", "performance_metrics", "otel_resources", "agent_states", "user_analytics",
-                   "system_config", "schema_migrations"}
+EXPECTED_TABLES = {
+    "system_events",
+    "performance_metrics",
+    "otel_resources",
+    "agent_states",
+    "user_analytics",
+    "system_config",
+    "schema_migrations",
+}
 
 
 async def _tables(conn: asyncpg.Connection) -> set[str]:
@@ -45,7 +52,7 @@ async def test_schema_columns_match_the_mapping_contract(db):
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'system_events'::regclass "
         "AND contype = 'p'"
     )
-    assert pk == "PRIMARY KEY (service_name, \"timestamp\", id)"
+    assert pk == 'PRIMARY KEY (service_name, "timestamp", id)'
 
 
 async def test_reapply_is_a_no_op(db):
@@ -99,7 +106,8 @@ async def test_partitions_around_today(db):
         "WHERE i.inhparent = 'system_events'::regclass ORDER BY 1"
     )
     assert [r["relname"] for r in parts] == [
-        "system_events_default", *(f"system_events_p2030{d:04d}" for d in (114, 115, 116, 117, 118))
+        "system_events_default",
+        *(f"system_events_p2030{d:04d}" for d in (114, 115, 116, 117, 118)),
     ]
     # A row far outside the window lands in the default partition rather than failing.
     await db.execute("INSERT INTO system_events (event_type, source, timestamp) VALUES ('t', 's', '1970-01-02')")

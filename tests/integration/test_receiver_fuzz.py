@@ -40,8 +40,12 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(Heal
 
 # Mutations of valid requests reach deeper than uniform random bytes.
 _VALID = {s.path: s.request_type() for s in SIGNALS}
-_span = _VALID["/v1/traces"].resource_spans.add().scope_spans.add().spans.add(
-    name="n", trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+_span = (
+    _VALID["/v1/traces"]
+    .resource_spans.add()
+    .scope_spans.add()
+    .spans.add(name="n", trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+)
 _span.attributes.add(key="k").value.string_value = "v"
 _VALID["/v1/metrics"].resource_metrics.add().scope_metrics.add().metrics.add(name="m").gauge.data_points.add(as_int=1)
 _VALID["/v1/logs"].resource_logs.add().scope_logs.add().log_records.add().body.string_value = "b"
@@ -75,8 +79,7 @@ def http_client():
 
 
 @FUZZ
-@given(case=bodies(), media=st.sampled_from(["application/x-protobuf", "application/json"]),
-       gz=st.booleans())
+@given(case=bodies(), media=st.sampled_from(["application/x-protobuf", "application/json"]), gz=st.booleans())
 def test_http_never_answers_500(http_client, case, media, gz):
     loop, client = http_client
     path, body = case

@@ -87,14 +87,17 @@ def test_http_client_leaving_mid_body_is_counted_not_logged_as_an_error(caplog):
         server = TestServer(receiver.app(), auto_decompress=False)
         await server.start_server()
         try:
-            head = (f"POST {TRACES.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                    f"Content-Length: {MiB}\r\n\r\n").encode()
+            head = (
+                f"POST {TRACES.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                f"Content-Length: {MiB}\r\n\r\n"
+            ).encode()
             _reader, writer = await asyncio.open_connection(server.host, server.port)
             writer.write(head + b"\x0a" * 4096)
             await writer.drain()
             await asyncio.sleep(0.1)
             writer.transport.get_extra_info("socket").setsockopt(  # RST, as a crashing client would
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             writer.close()
             for _ in range(100):
                 if telemetry.refused_requests.labels("http", "incomplete")._value.get():

@@ -40,8 +40,10 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{'quick' if args.quick else 'full'} run, {len(results)} scenarios, "
-          f"{time.monotonic() - started:.0f}s\n{table(results)}")
+    print(
+        f"\n{'quick' if args.quick else 'full'} run, {len(results)} scenarios, "
+        f"{time.monotonic() - started:.0f}s\n{table(results)}"
+    )
     return 0 if all(r.passed for r in results) else 1
 
 

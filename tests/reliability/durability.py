@@ -131,13 +131,16 @@ async def kill9_replay(suite: Suite) -> Result:
     r.check("replaying" in proc2.log, "the restarted otelpg did not say it replays its spool")
     r.check(code == 0, f"restarted otelpg exit status {code}" + log_excerpt(proc2))
     r.note("restart:" + log_excerpt(proc2, "from an earlier run", "otelpg.replayer"))
-    r.figure = (f"{during:,} acked / {spooled / 2**20:.1f} MiB spooled in {cut_for:g}s; SIGKILL with "
-                f"{replayed or 0:,} of those logs replayed" + (" (replay already done)" if done else ", mid-segment"))
+    r.figure = (
+        f"{during:,} acked / {spooled / 2**20:.1f} MiB spooled in {cut_for:g}s; SIGKILL with "
+        f"{replayed or 0:,} of those logs replayed" + (" (replay already done)" if done else ", mid-segment")
+    )
     return r
 
 
-async def _kill_during_replay(st: Stage, proc: OtelpgProcess, window: tuple[dt.datetime, dt.datetime],
-                              within: float) -> tuple[int | None, bool]:
+async def _kill_during_replay(
+    st: Stage, proc: OtelpgProcess, window: tuple[dt.datetime, dt.datetime], within: float
+) -> tuple[int | None, bool]:
     """SIGKILL once some of the outage's log rows are stored while a spool segment still exists.
     (rows replayed at the kill or None, whether the replay had already finished)."""
     spool = st.data_dir / "spool"
@@ -146,8 +149,10 @@ async def _kill_during_replay(st: Stage, proc: OtelpgProcess, window: tuple[dt.d
     replayed: int | None = None
     try:
         while time.monotonic() < deadline:
-            n = await conn.fetchval("SELECT count(*) FROM system_events WHERE service_name = 'rel-logs' "
-                                    "AND timestamp BETWEEN $1 AND $2", *window)
+            n = await conn.fetchval(
+                "SELECT count(*) FROM system_events WHERE service_name = 'rel-logs' AND timestamp BETWEEN $1 AND $2",
+                *window,
+            )
             segments = [p for p in spool.glob("segment-*.spool") if p.stat().st_size]
             if n and segments:
                 await sigkill(proc)
@@ -173,8 +178,9 @@ async def sigterm_load(suite: Suite) -> Result:
         code, took = await sigterm(proc, within=grace + 30)
         await load.stop()
         stored, _ = await wait_stored(st.direct_dsn, load.tally.acked, 10)
-        events = {row[0] for row in await st.fetch("SELECT DISTINCT event_type FROM system_events "
-                                                   "WHERE source = 'otelpg'")}
+        events = {
+            row[0] for row in await st.fetch("SELECT DISTINCT event_type FROM system_events WHERE source = 'otelpg'")
+        }
     r.count(load.tally.acked, stored)
     r.note(load.tally.summary())
     r.note("shutdown:" + log_excerpt(proc, "shutting down", "drained", "not drained", "stopped", "spool"))
@@ -187,8 +193,12 @@ async def sigterm_load(suite: Suite) -> Result:
 
 async def _mount_tmpfs(path: Path, size: str) -> str | None:
     """Mount a tmpfs of `size` on `path`: None, or why it could not be mounted."""
-    done = await asyncio.to_thread(subprocess.run, ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                   capture_output=True, text=True)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     return None if done.returncode == 0 else (done.stderr.strip() or f"mount exited with {done.returncode}")
 
 
@@ -271,8 +281,10 @@ async def restart_outage(suite: Suite) -> Result:
         started_in = time.monotonic() - t0
         ready_status, ready = await get_json(proc2.url("admin", "/api/health/ready"))
         health_status, body = await health(proc2)
-        r.note(f"during the outage: /api/health/ready {ready_status} {ready}; /health {health_status} "
-               f"status={body.get('status')!r} problems={body.get('problems')}")
+        r.note(
+            f"during the outage: /api/health/ready {ready_status} {ready}; /health {health_status} "
+            f"status={body.get('status')!r} problems={body.get('problems')}"
+        )
         load = Load(Target(proc2), load.tally).start()  # one tally: what both processes acknowledged
         before = len(load.tally)
         await asyncio.sleep(suite.pick(3, 20))
@@ -296,8 +308,10 @@ async def restart_outage(suite: Suite) -> Result:
     for mode, (code, took, tail) in zip(("refuse", "blackhole"), firsts, strict=True):
         r.note(f"first start, database {mode}d: exit {code} after {took:.1f}s: {tail}")
         r.check(code == 1 and took <= 15, f"first start against a {mode}d database: exit {code} after {took:.1f}s")
-    r.figure = (f"started in {started_in:.1f}s with the database away, {spooled:,} acked while away; "
-                f"first starts exit {firsts[0][0]} in {firsts[0][1]:.1f}s / {firsts[1][0]} in {firsts[1][1]:.1f}s")
+    r.figure = (
+        f"started in {started_in:.1f}s with the database away, {spooled:,} acked while away; "
+        f"first starts exit {firsts[0][0]} in {firsts[0][1]:.1f}s / {firsts[1][0]} in {firsts[1][1]:.1f}s"
+    )
     return r
 
 

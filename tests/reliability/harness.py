@@ -92,8 +92,13 @@ class PostgresServer:
         if self.dsn:
             return self.dsn
         self._root = Path(tempfile.mkdtemp(prefix="otelpg-reliability-pg-"))
-        self._proc = subprocess.Popen([sys.executable, "-c", _CONTROLLER, str(self._root)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _CONTROLLER, str(self._root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         assert self._proc.stdout is not None
         self.dsn = self._proc.stdout.readline().strip()
         if not self.dsn.startswith("postgres"):
@@ -170,8 +175,10 @@ class Result:
         self.stored += len(have)
         self.lost += len(lost)
         self.duplicated += n_dup
-        self.note(f"{what}: acked {len(want):,}, stored {len(have):,}, lost {len(lost):,}, duplicated {n_dup:,}; "
-                  f"stored but never acked (answer not received) {extra:,}")
+        self.note(
+            f"{what}: acked {len(want):,}, stored {len(have):,}, lost {len(lost):,}, duplicated {n_dup:,}; "
+            f"stored but never acked (answer not received) {extra:,}"
+        )
         self.check(bool(want), f"no {what} acknowledged: the scenario measured nothing")
         self.check(not lost, f"{len(lost):,} acknowledged {what} lost, e.g. {lost[:3]}")
         self.check(not dups, f"{n_dup:,} duplicate {what} rows, e.g. {list(dups.items())[:3]}")
@@ -243,13 +250,22 @@ class Stage:
             await fetch(self.suite.server_dsn, f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def otelpg(self, config: str = BASE_CONFIG, *, data_dir: Path | None = None, dsn: str | None = None,
-               env: dict[str, str] | None = None) -> OtelpgProcess:
+    def otelpg(
+        self,
+        config: str = BASE_CONFIG,
+        *,
+        data_dir: Path | None = None,
+        dsn: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> OtelpgProcess:
         """An `otelpg run` (not started) with this config, on the stage's data dir and DSN by default."""
         path = self.dir / f"otelpg-{len(self.procs)}.yaml"
         path.write_text(config)
-        proc = OtelpgProcess(data_dir or self.data_dir, {"OTELPG_DATABASE_URL": dsn or self.dsn, **(env or {})},
-                             args=("--config", str(path)))
+        proc = OtelpgProcess(
+            data_dir or self.data_dir,
+            {"OTELPG_DATABASE_URL": dsn or self.dsn, **(env or {})},
+            args=("--config", str(path)),
+        )
         self.procs.append(proc)
         return proc
 
@@ -261,8 +277,14 @@ class Stage:
     async def migrate(self, config: str = BASE_CONFIG) -> None:
         """`otelpg migrate` on the stage's database (e.g. to alter the schema before a start)."""
         proc = self.otelpg(config)
-        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar.cli", "migrate", *proc.args],
-                                       env=proc.env, capture_output=True, text=True, timeout=120)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "sidecar.cli", "migrate", *proc.args],
+            env=proc.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode:
             raise RuntimeError(f"otelpg migrate exited with {done.returncode}: {done.stdout}{done.stderr}")
 
@@ -330,6 +352,7 @@ async def wait_for(check: Callable[[], Any], within: float, every: float = 0.2) 
 
 async def database_down(proc: OtelpgProcess, within: float = 10) -> bool:
     """Wait until otelpg noticed the outage (/health says the database is unhealthy)."""
+
     async def down() -> bool:
         try:
             return (await health(proc))[1].get("database") == "unhealthy"
@@ -388,8 +411,9 @@ def set_attrs(attrs: Any, values: dict[str, str]) -> None:
         attrs.add(key=key).value.string_value = value
 
 
-def logs_request(service: str, bodies: Iterable[str], *, resource: dict[str, str] | None = None,
-                 attrs: dict[str, str] | None = None) -> ExportLogsServiceRequest:
+def logs_request(
+    service: str, bodies: Iterable[str], *, resource: dict[str, str] | None = None, attrs: dict[str, str] | None = None
+) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
     set_attrs(rl.resource.attributes, {"service.name": service, **(resource or {})})
@@ -402,22 +426,29 @@ def logs_request(service: str, bodies: Iterable[str], *, resource: dict[str, str
     return req
 
 
-def spans_request(service: str, names: Iterable[str], *, resource: dict[str, str] | None = None,
-                  attrs: dict[str, str] | None = None) -> ExportTraceServiceRequest:
+def spans_request(
+    service: str, names: Iterable[str], *, resource: dict[str, str] | None = None, attrs: dict[str, str] | None = None
+) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     set_attrs(rs.resource.attributes, {"service.name": service, **(resource or {})})
     scope = rs.scope_spans.add()
     now = time.time_ns()
     for name in names:
-        span = scope.spans.add(name=name, trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8],
-                               start_time_unix_nano=now, end_time_unix_nano=now + 1000)
+        span = scope.spans.add(
+            name=name,
+            trace_id=uuid.uuid4().bytes,
+            span_id=uuid.uuid4().bytes[:8],
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1000,
+        )
         set_attrs(span.attributes, attrs or {})
     return req
 
 
-def points_request(service: str, keys: Iterable[str], *, metric: str = METRIC,
-                   resource: dict[str, str] | None = None) -> ExportMetricsServiceRequest:
+def points_request(
+    service: str, keys: Iterable[str], *, metric: str = METRIC, resource: dict[str, str] | None = None
+) -> ExportMetricsServiceRequest:
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
     set_attrs(rm.resource.attributes, {"service.name": service, **(resource or {})})
@@ -428,9 +459,11 @@ def points_request(service: str, keys: Iterable[str], *, metric: str = METRIC,
     return req
 
 
-_RESPONSES = {"/v1/logs": (ExportLogsServiceResponse, "rejected_log_records", "rejectedLogRecords"),
-              "/v1/traces": (ExportTraceServiceResponse, "rejected_spans", "rejectedSpans"),
-              "/v1/metrics": (ExportMetricsServiceResponse, "rejected_data_points", "rejectedDataPoints")}
+_RESPONSES = {
+    "/v1/logs": (ExportLogsServiceResponse, "rejected_log_records", "rejectedLogRecords"),
+    "/v1/traces": (ExportTraceServiceResponse, "rejected_spans", "rejectedSpans"),
+    "/v1/metrics": (ExportMetricsServiceResponse, "rejected_data_points", "rejectedDataPoints"),
+}
 
 
 def partial_success(path: str, body: bytes, content_type: str) -> tuple[int, str]:
@@ -478,8 +511,9 @@ class Tally:
         return "answers: " + ", ".join(f"{k}={v:,}" for k, v in sorted(self.statuses.items()))
 
 
-async def http_client(name: str, path: str, target: Target, tally: Tally, stop: asyncio.Event,
-                      service: str, pad: int = 0) -> None:
+async def http_client(
+    name: str, path: str, target: Target, tally: Tally, stop: asyncio.Event, service: str, pad: int = 0
+) -> None:
     """Keyed logs (protobuf) or spans (OTLP/JSON), as fast as they are answered; new keys per attempt.
     `pad`: bytes of an attribute added to every item (bigger requests)."""
     content_type = PB if path == "/v1/logs" else JSON
@@ -594,8 +628,11 @@ class SdkLoad:
         providers = []
         for name, exporter in exporters.items():
             provider = TracerProvider(resource=Resource.create({"service.name": f"rel-{name}"}))
-            provider.add_span_processor(BatchSpanProcessor(_Recording(exporter, self._tally),
-                                                           schedule_delay_millis=100, max_export_batch_size=100))
+            provider.add_span_processor(
+                BatchSpanProcessor(
+                    _Recording(exporter, self._tally), schedule_delay_millis=100, max_export_batch_size=100
+                )
+            )
             providers.append((name, provider.get_tracer("reliability"), provider))
         n = 0
         while not self._stop.wait(0.025):
@@ -613,8 +650,17 @@ _LOADS = itertools.count()
 class Load:
     """Keyed load: HTTP protobuf logs, HTTP JSON spans, gRPC metric points, optionally SDK spans."""
 
-    def __init__(self, target: Target, tally: Tally | None = None, *, logs: int = 2, spans: int = 1,
-                 points: int = 2, sdk: bool = False, pad: int = 0) -> None:
+    def __init__(
+        self,
+        target: Target,
+        tally: Tally | None = None,
+        *,
+        logs: int = 2,
+        spans: int = 1,
+        points: int = 2,
+        sdk: bool = False,
+        pad: int = 0,
+    ) -> None:
         self.target = target
         self.tally = tally or Tally()
         self._counts = (logs, spans, points)
@@ -628,10 +674,14 @@ class Load:
         logs, spans, points = self._counts
         t, tally, stop, pad, g = self.target, self.tally, self._stop, self._pad, self._gen
         self._tasks = [
-            *(asyncio.create_task(http_client(f"log{g}.{c}", "/v1/logs", t, tally, stop, "rel-logs", pad))
-              for c in range(logs)),
-            *(asyncio.create_task(http_client(f"span{g}.{c}", "/v1/traces", t, tally, stop, "rel-spans", pad))
-              for c in range(spans)),
+            *(
+                asyncio.create_task(http_client(f"log{g}.{c}", "/v1/logs", t, tally, stop, "rel-logs", pad))
+                for c in range(logs)
+            ),
+            *(
+                asyncio.create_task(http_client(f"span{g}.{c}", "/v1/traces", t, tally, stop, "rel-spans", pad))
+                for c in range(spans)
+            ),
             *(asyncio.create_task(grpc_client(f"pt{g}.{c}", t, tally, stop, "rel-points")) for c in range(points)),
         ]
         if self._sdk is not None:
@@ -645,8 +695,16 @@ class Load:
             await self._sdk.stop()
 
 
-async def innocent_client(target: Target, tally: Tally, stop: asyncio.Event, latencies: list[float],
-                          gave_up: list[str], *, service: str = "rel-innocent", give_up_after: float = 60) -> None:
+async def innocent_client(
+    target: Target,
+    tally: Tally,
+    stop: asyncio.Event,
+    latencies: list[float],
+    gave_up: list[str],
+    *,
+    service: str = "rel-innocent",
+    give_up_after: float = 60,
+) -> None:
     """An ordinary service: a small keyed logs request at a time, retried like an SDK on 503 (after
     Retry-After) until acknowledged; `latencies` holds each request's time from first try to ack."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

@@ -91,8 +91,9 @@ class PoisonClient:
         rec.body.string_value = f"{tag}-poison"
         set_attrs(rec.attributes, {"event.name": "poison"})
         try:
-            async with session.post(self.target.url("/v1/logs"), data=req.SerializeToString(),
-                                    headers={"Content-Type": PB}) as r:
+            async with session.post(
+                self.target.url("/v1/logs"), data=req.SerializeToString(), headers={"Content-Type": PB}
+            ) as r:
                 body = await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             self.unexpected.append(f"{tag}: {type(e).__name__}")
@@ -105,7 +106,8 @@ class PoisonClient:
         keys = [f"{tag}-{i}" for i in range(5)]
         req = points_request(self.service, keys)
         req.resource_metrics[0].scope_metrics[0].metrics.add(name="poison").gauge.data_points.add(
-            time_unix_nano=time.time_ns(), as_int=1)
+            time_unix_nano=time.time_ns(), as_int=1
+        )
         try:
             reply = await stub.Export(req, timeout=30)
         except grpc.aio.AioRpcError as e:
@@ -116,8 +118,10 @@ class PoisonClient:
             self.tally.acked.extend(keys)
 
     async def send(self, tag: str, count: int, expect: int, pause: float = 0.1) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
-                grpc.aio.insecure_channel(self.target.grpc) as channel:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            grpc.aio.insecure_channel(self.target.grpc) as channel,
+        ):
             stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
             for i in range(count):
                 await self.logs(session, f"{tag}{i}", expect)
@@ -161,22 +165,34 @@ async def _check_long_names(st: Stage, r: Result, tags: list[str]) -> None:
     """Every long-named item stored, its indexed names cut to KEY_MAX_BYTES."""
     for tag in tags:
         checks = {
-            "log (service_name, event_type)": ("SELECT octet_length(service_name), octet_length(event_type) "
-                                               "FROM system_events WHERE payload->>'body' = $1", f"longlog-{tag}"),
-            "span (service_name)": ("SELECT octet_length(service_name) FROM system_events "
-                                    "WHERE event_type = 'span' AND name = $1", f"longspan-{tag}"),
-            "metric point (metric_name, service_name)": ("SELECT octet_length(metric_name), octet_length(service_name) "
-                                                         "FROM performance_metrics WHERE tags->>'key' = $1",
-                                                         f"longpt-{tag}"),
+            "log (service_name, event_type)": (
+                "SELECT octet_length(service_name), octet_length(event_type) "
+                "FROM system_events WHERE payload->>'body' = $1",
+                f"longlog-{tag}",
+            ),
+            "span (service_name)": (
+                "SELECT octet_length(service_name) FROM system_events WHERE event_type = 'span' AND name = $1",
+                f"longspan-{tag}",
+            ),
+            "metric point (metric_name, service_name)": (
+                "SELECT octet_length(metric_name), octet_length(service_name) "
+                "FROM performance_metrics WHERE tags->>'key' = $1",
+                f"longpt-{tag}",
+            ),
         }
         for what, (sql, key) in checks.items():
             rows = await st.fetch(sql, key)
             lengths = list(rows[0]) if rows else []
-            r.check(len(rows) == 1 and all(n == KEY_MAX_BYTES for n in lengths),
-                    f"long-named {what} {key}: {len(rows)} rows, lengths {lengths}")
+            r.check(
+                len(rows) == 1 and all(n == KEY_MAX_BYTES for n in lengths),
+                f"long-named {what} {key}: {len(rows)} rows, lengths {lengths}",
+            )
     for table, column in (("user_analytics", "user_id"), ("agent_states", "instance_id")):
-        n, longest = (await st.fetch(f"SELECT count(*), max(octet_length({column})) FROM {table} "
-                                     "WHERE service_name LIKE 'rel-long-%'"))[0]
+        n, longest = (
+            await st.fetch(
+                f"SELECT count(*), max(octet_length({column})) FROM {table} WHERE service_name LIKE 'rel-long-%'"
+            )
+        )[0]
         r.note(f"long names: {table}: {n} rows, longest {column} {longest} bytes")
         r.check(n > 0 and longest == KEY_MAX_BYTES, f"long names: {table}: {n} rows, longest {column} {longest}")
 
@@ -214,9 +230,13 @@ async def poison(suite: Suite) -> Result:
         innocent = {"rel-logs", "rel-spans", "rel-points", "rel-poison"}
         await wait_for(lambda: _has_services(st, innocent), 10, every=0.5)
         services = await _agent_services(st)
-        rollup, raw = (await st.fetch(
-            "SELECT (SELECT coalesce(sum(count), 0) FROM performance_metrics_1m WHERE metric_name = $1), "
-            "(SELECT count(*) FROM performance_metrics WHERE metric_name = $1)", METRIC))[0]
+        rollup, raw = (
+            await st.fetch(
+                "SELECT (SELECT coalesce(sum(count), 0) FROM performance_metrics_1m WHERE metric_name = $1), "
+                "(SELECT count(*) FROM performance_metrics WHERE metric_name = $1)",
+                METRIC,
+            )
+        )[0]
         await _check_long_names(st, r, ["live", "spool"])
         status, body = await health(proc)
         letters = read_letters(st.data_dir / "dead-letter" / "dead-letter.jsonl")
@@ -226,8 +246,10 @@ async def poison(suite: Suite) -> Result:
     r.note(f"partial_success message (live poison): {live_messages[0] if live_messages else None!r}")
     for problem in client.unexpected[:5] + long_problems:
         r.check(False, problem)
-    r.check(len(live_messages) >= 2 * count, f"only {len(live_messages)} of {2 * count} live poison requests "
-                                             "reported a rejection")
+    r.check(
+        len(live_messages) >= 2 * count,
+        f"only {len(live_messages)} of {2 * count} live poison requests reported a rejection",
+    )
     leaks = [m for m in live_messages if LEAKS.search(m)]
     r.check(not leaks, f"partial_success messages name otelpg's tables or indexes: {leaks[:2]}")
     vague = [m for m in live_messages if "'poison'" not in m]
@@ -238,15 +260,22 @@ async def poison(suite: Suite) -> Result:
     r.check(innocent <= services, f"agent_states lacks {sorted(innocent - services)} (has {sorted(services)[:8]})")
     by_source = {s: [x for x in letters if x["source"] == s] for s in ("live", "spool")}
     r.note(f"dead letters: {len(by_source['live'])} live, {len(by_source['spool'])} spooled")
-    missing = [f"pspool{i}-poison" for i in range(count)
-               if not any(f"pspool{i}-poison".encode() in x["payload"] for x in by_source["spool"])]
+    missing = [
+        f"pspool{i}-poison"
+        for i in range(count)
+        if not any(f"pspool{i}-poison".encode() in x["payload"] for x in by_source["spool"])
+    ]
     r.check(not missing, f"spooled poison not kept as a dead letter: {missing[:3]}" + log_excerpt(proc, "dead letter"))
     r.note(f"/health: {status} {orjson.dumps({k: body.get(k) for k in ('ok', 'status', 'problems')}).decode()}")
-    r.check(body.get("ok") is False and body.get("status") == "degraded",
-            f"/health says ok={body.get('ok')} status={body.get('status')!r}, expected degraded")
+    r.check(
+        body.get("ok") is False and body.get("status") == "degraded",
+        f"/health says ok={body.get('ok')} status={body.get('status')!r}, expected degraded",
+    )
     r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
-    r.figure = (f"{len(live_messages)} live + {2 * count} spooled poison requests; rollup {rollup:,} = raw {raw:,}; "
-                f"{len(letters)} dead letters")
+    r.figure = (
+        f"{len(live_messages)} live + {2 * count} spooled poison requests; rollup {rollup:,} = raw {raw:,}; "
+        f"{len(letters)} dead letters"
+    )
     return r
 
 
@@ -263,8 +292,10 @@ async def _has_services(st: Stage, services: set[str]) -> bool:
 FORGED = "2026-01-01 00:00:00,000 ERROR otelpg: forged"
 EVIL_SERVICE = f"rel-evil\x1b[31m\n{FORGED}\x1b[0m\x1b[2J\r\u2028end"
 _LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
-_TRACEBACK_LINE = re.compile(r"\s|Traceback \(most recent call last\):|During handling of the above exception|"
-                             r"The above exception was the direct cause|[A-Za-z_][\w.]*(Error|Exception|Warning)\b")
+_TRACEBACK_LINE = re.compile(
+    r"\s|Traceback \(most recent call last\):|During handling of the above exception|"
+    r"The above exception was the direct cause|[A-Za-z_][\w.]*(Error|Exception|Warning)\b"
+)
 
 
 async def log_injection(suite: Suite) -> Result:
@@ -292,8 +323,10 @@ async def log_injection(suite: Suite) -> Result:
     mentions = [line for line in lines if "forged" in line]
     forged = [line for line in lines if line.startswith(FORGED)]
     strangers = [line for line in lines if not (_LOG_LINE.match(line) or _TRACEBACK_LINE.match(line))]
-    r.note(f"{len(lines)} log lines, {len(mentions)} mention the evil service, e.g.:" + log_excerpt(proc, "forged",
-                                                                                                    limit=2))
+    r.note(
+        f"{len(lines)} log lines, {len(mentions)} mention the evil service, e.g.:"
+        + log_excerpt(proc, "forged", limit=2)
+    )
     r.check(bool(mentions), "otelpg never logged about the evil service: nothing was tested")
     r.check(not forged, f"{len(forged)} forged log lines: {forged[:2]}")
     r.check("\x1b" not in proc.log, "raw ANSI escapes in otelpg's log")
@@ -333,8 +366,13 @@ def _request_of(item: bytes, size: int, service: str = "hostile") -> bytes:
 
 def _tiny_span() -> bytes:
     now = time.time_ns()
-    return Span(trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8], name="s",
-                start_time_unix_nano=now, end_time_unix_nano=now + 1000).SerializeToString()
+    return Span(
+        trace_id=uuid.uuid4().bytes,
+        span_id=uuid.uuid4().bytes[:8],
+        name="s",
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 1000,
+    ).SerializeToString()
 
 
 def _log_record(body: str) -> bytes:
@@ -378,15 +416,17 @@ async def _loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
         lags.append(time.monotonic() - started - 0.05)
 
 
-async def _attack(attackers: list[Callable[[], Awaitable[None]]], seconds: float, target: Target,
-                  give_up_after: float, r: Result) -> tuple[Tally, list[float], list[str]]:
+async def _attack(
+    attackers: list[Callable[[], Awaitable[None]]], seconds: float, target: Target, give_up_after: float, r: Result
+) -> tuple[Tally, list[float], list[str]]:
     """Run the attackers and an innocent client for `seconds`; the innocent client's tally,
     latencies and requests given up on."""
     innocent, latencies, gave_up, lags = Tally(), [], [], []
     stop = asyncio.Event()
     hostile = [asyncio.create_task(attack()) for attack in attackers]
-    polite = asyncio.create_task(innocent_client(target, innocent, stop, latencies, gave_up,
-                                                 give_up_after=give_up_after))
+    polite = asyncio.create_task(
+        innocent_client(target, innocent, stop, latencies, gave_up, give_up_after=give_up_after)
+    )
     lag = asyncio.create_task(_loop_lag(stop, lags))
     await asyncio.sleep(seconds)
     for task in hostile:
@@ -395,25 +435,38 @@ async def _attack(attackers: list[Callable[[], Awaitable[None]]], seconds: float
     stop.set()
     await polite
     await lag
-    r.note(f"the clients' own event loop woke up late by up to {max(lags, default=0) * 1000:.0f} ms "
-           f"(p99 {percentile(lags, 0.99) * 1000:.0f} ms)")
+    r.note(
+        f"the clients' own event loop woke up late by up to {max(lags, default=0) * 1000:.0f} ms "
+        f"(p99 {percentile(lags, 0.99) * 1000:.0f} ms)"
+    )
     return innocent, latencies, gave_up
 
 
 async def _start_probe(url: str, seconds: float) -> asyncio.subprocess.Process:
     """tests.reliability.probe GETting `url` every 20 ms for `seconds`, from a process of its own."""
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.reliability.probe", url, "0.02",
-                                                str(seconds), stdout=asyncio.subprocess.PIPE, cwd=REPO)
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.reliability.probe",
+        url,
+        "0.02",
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
 
 
 async def _probed(probe: asyncio.subprocess.Process, r: Result) -> tuple[list[float], int]:
     """The probe's latencies and errors, noted in the result."""
     out = orjson.loads((await probe.communicate())[0] or b"{}")
     latencies, errors = out.get("latencies", []), out.get("errors", 0)
-    p50, p99, worst = (1000 * x for x in (percentile(latencies, 0.5), percentile(latencies, 0.99),
-                                          max(latencies, default=0)))
-    r.note(f"/health probe: {len(latencies)} answered, {errors} errors, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
-           f"max {worst:.0f} ms")
+    p50, p99, worst = (
+        1000 * x for x in (percentile(latencies, 0.5), percentile(latencies, 0.99), max(latencies, default=0))
+    )
+    r.note(
+        f"/health probe: {len(latencies)} answered, {errors} errors, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {worst:.0f} ms"
+    )
     return latencies, errors
 
 
@@ -433,9 +486,11 @@ async def memory(suite: Suite) -> Result:
     big_logs = _request_of(_log_record("x" * MiB), HTTP_LIMIT - 64 * 1024)
     small_logs = gzip.compress(_request_of(_log_record("k" * 40), HTTP_LIMIT - 64 * 1024), 6)
     spans = _request_of(_tiny_span(), GRPC_LIMIT - 16 * 1024)
-    r.note(f"bodies: {len(big_logs) / MiB:.2f} MiB of 1 MiB log bodies; {len(small_logs) / 1024:.0f} KB gzip "
-           f"inflating to ~{(HTTP_LIMIT - 64 * 1024) / MiB:.2f} MiB of small log records; "
-           f"{len(spans) / MiB:.2f} MiB gRPC messages of tiny spans")
+    r.note(
+        f"bodies: {len(big_logs) / MiB:.2f} MiB of 1 MiB log bodies; {len(small_logs) / 1024:.0f} KB gzip "
+        f"inflating to ~{(HTTP_LIMIT - 64 * 1024) / MiB:.2f} MiB of small log records; "
+        f"{len(spans) / MiB:.2f} MiB gRPC messages of tiny spans"
+    )
     async with Stage(suite, "memory") as st:
         proc = await st.start(BASE_CONFIG.replace("grace_period: 10", "grace_period: 3"))
         target = Target(proc)
@@ -446,8 +501,11 @@ async def memory(suite: Suite) -> Result:
             if i % 3 == 0:
                 attackers.append(lambda t=tally: _hostile_http(logs_url, big_logs, {"Content-Type": PB}, t))
             elif i % 3 == 1:
-                attackers.append(lambda t=tally: _hostile_http(logs_url, small_logs, {
-                    "Content-Type": PB, "Content-Encoding": "gzip"}, t))
+                attackers.append(
+                    lambda t=tally: _hostile_http(
+                        logs_url, small_logs, {"Content-Type": PB, "Content-Encoding": "gzip"}, t
+                    )
+                )
             else:
                 attackers.append(lambda t=tally: _hostile_grpc(target.grpc, spans, t))
         probe = await _start_probe(proc.url("admin", "/health"), seconds)
@@ -460,16 +518,21 @@ async def memory(suite: Suite) -> Result:
     r.count(innocent.acked, stored, "innocent items")
     r.note("innocent " + innocent.summary())
     r.note(_attackers_tally(tallies))
-    r.note(f"innocent requests: {len(latencies)} acked, p50 {percentile(latencies, 0.5):.2f}s, "
-           f"max {max(latencies, default=0):.2f}s; given up: {len(gave_up)} {gave_up[:3]}")
-    r.note(f"RSS: {len(rss.samples)} samples, first {rss.samples[0] / MiB if rss.samples else 0:.0f} MiB, "
-           f"peak {rss.peak / MiB:.0f} MiB")
+    r.note(
+        f"innocent requests: {len(latencies)} acked, p50 {percentile(latencies, 0.5):.2f}s, "
+        f"max {max(latencies, default=0):.2f}s; given up: {len(gave_up)} {gave_up[:3]}"
+    )
+    r.note(
+        f"RSS: {len(rss.samples)} samples, first {rss.samples[0] / MiB if rss.samples else 0:.0f} MiB, "
+        f"peak {rss.peak / MiB:.0f} MiB"
+    )
     r.check(rss.peak <= limit, f"peak RSS {rss.peak / MiB:.0f} MiB > {limit / MiB:.0f} MiB")
     r.check(running, "otelpg died under the load" + log_excerpt(proc))
     r.check(not gave_up, f"{len(gave_up)} innocent requests never acknowledged: {gave_up[:3]}")
     r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
-    r.figure = (f"peak RSS {rss.peak / MiB:.0f} MiB (bound {limit / MiB:.0f}); innocent max "
-                f"{max(latencies, default=0):.1f}s")
+    r.figure = (
+        f"peak RSS {rss.peak / MiB:.0f} MiB (bound {limit / MiB:.0f}); innocent max {max(latencies, default=0):.1f}s"
+    )
     return r
 
 
@@ -489,10 +552,12 @@ async def stall(suite: Suite) -> Result:
     for _ in range(10_000):
         value = value.kvlist_value.values.add(key="k").value
     tiny = _request_of(_tiny_span(), HTTP_LIMIT - 64 * 1024)
-    shapes = {"gzip bomb of empty ResourceSpans": ("/v1/traces", bomb, {"Content-Encoding": "gzip"}),
-              "span with 200,000 empty attributes": ("/v1/traces", attributes, {}),
-              "AnyValue nested 10,000 deep": ("/v1/logs", nested.SerializeToString(), {}),
-              "20 MiB of tiny spans": ("/v1/traces", tiny, {})}
+    shapes = {
+        "gzip bomb of empty ResourceSpans": ("/v1/traces", bomb, {"Content-Encoding": "gzip"}),
+        "span with 200,000 empty attributes": ("/v1/traces", attributes, {}),
+        "AnyValue nested 10,000 deep": ("/v1/logs", nested.SerializeToString(), {}),
+        "20 MiB of tiny spans": ("/v1/traces", tiny, {}),
+    }
     r.note("shapes: " + "; ".join(f"{name} ({len(body) / 1024:,.0f} KB)" for name, (_, body, _) in shapes.items()))
     async with Stage(suite, "stall") as st:
         proc = await st.start(BASE_CONFIG.replace("grace_period: 10", "grace_period: 3"))
@@ -513,13 +578,16 @@ async def stall(suite: Suite) -> Result:
     r.note("innocent " + innocent.summary())
     r.note(_attackers_tally(tallies))
     p99 = percentile(probe_latencies, 0.99)
-    r.note(f"innocent requests: {len(latencies)} acked, p50 {percentile(latencies, 0.5):.2f}s, "
-           f"p99 {percentile(latencies, 0.99):.2f}s, max {max(latencies, default=0):.2f}s; given up: {len(gave_up)}")
+    r.note(
+        f"innocent requests: {len(latencies)} acked, p50 {percentile(latencies, 0.5):.2f}s, "
+        f"p99 {percentile(latencies, 0.99):.2f}s, max {max(latencies, default=0):.2f}s; given up: {len(gave_up)}"
+    )
     r.check(worst <= bound, f"/health took up to {worst:.2f}s (bound {bound:g}s)")
     r.check(not probe_errors, f"{probe_errors} /health probes failed")
     r.check(running, "otelpg died under the attack" + log_excerpt(proc))
     r.check(not gave_up, f"{len(gave_up)} innocent requests never acknowledged: {gave_up[:3]}")
     r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
-    r.figure = (f"/health p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms; "
-                f"innocent p99 {percentile(latencies, 0.99):.1f}s")
+    r.figure = (
+        f"/health p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms; innocent p99 {percentile(latencies, 0.99):.1f}s"
+    )
     return r

@@ -146,8 +146,7 @@ class ChaosProxy:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def _listen(self) -> None:
-        self._server = await self._loop.create_server(lambda: _Client(self), "127.0.0.1", self.port,
-                                                      reuse_address=True)
+        self._server = await self._loop.create_server(lambda: _Client(self), "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def _drop_all(self) -> None:

@@ -40,8 +40,9 @@ async def run_scenario(name: str, suite: Suite) -> Result:
         result = Result(name, failures=[f"did not finish within {suite.pick(150, 420):g}s"])
     except Exception as e:
         tail = str(e)[-3000:]
-        result = Result(name, failures=[f"{type(e).__name__}: {tail}"],
-                        details=traceback.format_exc(limit=6).rstrip().splitlines())
+        result = Result(
+            name, failures=[f"{type(e).__name__}: {tail}"], details=traceback.format_exc(limit=6).rstrip().splitlines()
+        )
     result.seconds = time.monotonic() - started
     return result
 
@@ -49,11 +50,23 @@ async def run_scenario(name: str, suite: Suite) -> Result:
 def table(results: list[Result]) -> str:
     """One line per scenario: scenario | acked | stored | lost | duplicated | figure | verdict."""
     head = ("scenario", "acked", "stored", "lost", "duplicated", "figure", "verdict")
-    rows = [head] + [(r.name, f"{r.acked:,}", f"{r.stored:,}", f"{r.lost:,}", f"{r.duplicated:,}", r.figure,
-                      f"{r.verdict} ({r.seconds:.0f}s)") for r in results]
+    rows = [head] + [
+        (
+            r.name,
+            f"{r.acked:,}",
+            f"{r.stored:,}",
+            f"{r.lost:,}",
+            f"{r.duplicated:,}",
+            r.figure,
+            f"{r.verdict} ({r.seconds:.0f}s)",
+        )
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     right = {1, 2, 3, 4}
-    lines = [" | ".join(c.rjust(w) if i in right else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+    lines = [
+        " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in rows
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)

@@ -35,8 +35,14 @@ def rows(n: int) -> dict[str, list[tuple]]:
 
 
 def batcher(write: Recorder, **kw: float) -> Batcher:
-    opts = {"max_rows": 100, "max_delay": 5.0, "linger": 0.01, "queue_max_rows": 1000,
-            "queue_max_bytes": 1 << 20, "writers": 1} | kw
+    opts = {
+        "max_rows": 100,
+        "max_delay": 5.0,
+        "linger": 0.01,
+        "queue_max_rows": 1000,
+        "queue_max_bytes": 1 << 20,
+        "writers": 1,
+    } | kw
     b = Batcher(write, **opts)  # type: ignore[arg-type]
     b.start()
     return b
@@ -136,8 +142,9 @@ def tagged(name: str, n: int, bad: int = 0) -> dict[str, list[tuple]]:
 async def test_a_bad_row_costs_only_itself_when_merged_with_other_requests() -> None:
     write = RowRecorder()
     b = batcher(write, writers=1, linger=0.2)
-    results = await asyncio.gather(*(b.submit(tagged(f"r{k}", 50), {}, 50, 10) for k in range(7)),
-                                   b.submit(tagged("x", 40, bad=1), {}, 41, 10))
+    results = await asyncio.gather(
+        *(b.submit(tagged(f"r{k}", 50), {}, 50, 10) for k in range(7)), b.submit(tagged("x", 40, bad=1), {}, 41, 10)
+    )
     assert results[:7] == [[]] * 7  # every other request is stored whole
     refused = results[7]
     assert [(table, row) for table, row, _ in refused] == [("t", ("bad",))]
@@ -164,9 +171,13 @@ async def test_database_lost_while_narrowing_fails_what_was_not_written_yet() ->
     write = RowRecorder()
     write.transient_after = 2  # the merged write and the first half, then the database is gone
     b = batcher(write, writers=1, linger=0.2)
-    results = await asyncio.gather(b.submit(tagged("a", 5), {}, 5, 10), b.submit(tagged("b", 5), {}, 5, 10),
-                                   b.submit(tagged("c", 5, bad=1), {}, 6, 10), b.submit(tagged("d", 5), {}, 5, 10),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        b.submit(tagged("a", 5), {}, 5, 10),
+        b.submit(tagged("b", 5), {}, 5, 10),
+        b.submit(tagged("c", 5, bad=1), {}, 6, 10),
+        b.submit(tagged("d", 5), {}, 5, 10),
+        return_exceptions=True,
+    )
     assert results[:2] == [[], []]  # the first half committed
     assert all(isinstance(r, DatabaseUnavailableError) for r in results[2:])  # retried or spooled by the caller
     assert await b.close(1)

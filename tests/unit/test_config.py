@@ -102,8 +102,12 @@ def test_endpoints():
 
 
 def test_secrets_are_redacted():
-    c = load_config(env={"OTELPG_DATABASE_URL": "postgresql://user:s3cret@db:5432/x?sslmode=require",
-                         "OTELPG_BEARER_TOKEN": "tok-123"})
+    c = load_config(
+        env={
+            "OTELPG_DATABASE_URL": "postgresql://user:s3cret@db:5432/x?sslmode=require",
+            "OTELPG_BEARER_TOKEN": "tok-123",
+        }
+    )
     eff = effective_config(c)
     assert eff["database.url"] == "postgresql://user:***@db:5432/x?sslmode=require"
     assert eff["auth.bearer_token"] == "***"

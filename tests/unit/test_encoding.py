@@ -130,9 +130,18 @@ def build_traces() -> ExportTraceServiceRequest:
     ss.scope.name = "checkout.http"
     ss.scope.version = "1.0"
     span = ss.spans.add(
-        trace_id=TRACE_ID, span_id=SPAN_ID, parent_span_id=PARENT_ID, trace_state="k=v", flags=0x301,
-        name="POST /cart", kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=T0, end_time_unix_nano=T0 + 5,
-        dropped_attributes_count=2, dropped_events_count=1, dropped_links_count=3,
+        trace_id=TRACE_ID,
+        span_id=SPAN_ID,
+        parent_span_id=PARENT_ID,
+        trace_state="k=v",
+        flags=0x301,
+        name="POST /cart",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 5,
+        dropped_attributes_count=2,
+        dropped_events_count=1,
+        dropped_links_count=3,
     )
     attrs(span.attributes, method="POST", status=201, ratio=0.25, cached=False, blob=b"\x00\xff")
     nested = span.attributes.add(key="nested")
@@ -165,24 +174,34 @@ def build_metrics() -> ExportMetricsServiceRequest:
     total.is_monotonic = True
     point = total.data_points.add(start_time_unix_nano=T0 - 10, time_unix_nano=T0, as_int=-(2**63), flags=1)
     attrs(point.attributes, route="/cart")
-    exemplar = point.exemplars.add(
-        time_unix_nano=T0, as_int=2**62, trace_id=LINK_TRACE_ID, span_id=LINK_SPAN_ID
-    )
+    exemplar = point.exemplars.add(time_unix_nano=T0, as_int=2**62, trace_id=LINK_TRACE_ID, span_id=LINK_SPAN_ID)
     attrs(exemplar.filtered_attributes, user="u1")
 
     histogram = sm.metrics.add(name="latency", unit="ms").histogram
     histogram.aggregation_temporality = 1
     hp = histogram.data_points.add(
-        start_time_unix_nano=T0 - 10, time_unix_nano=T0, count=2**64 - 1, sum=12.5,
-        bucket_counts=[1, 0, 2**64 - 2], explicit_bounds=[-math.inf, 0.5, 1e300], min=-1.5, max=9.0,
+        start_time_unix_nano=T0 - 10,
+        time_unix_nano=T0,
+        count=2**64 - 1,
+        sum=12.5,
+        bucket_counts=[1, 0, 2**64 - 2],
+        explicit_bounds=[-math.inf, 0.5, 1e300],
+        min=-1.5,
+        max=9.0,
     )
     hp.exemplars.add(time_unix_nano=T0, as_double=-0.0, trace_id=TRACE_ID, span_id=SPAN_ID)
 
     exponential = sm.metrics.add(name="size").exponential_histogram
     exponential.aggregation_temporality = 2
     ep = exponential.data_points.add(
-        time_unix_nano=T0, count=10, sum=100.0, scale=-3, zero_count=1, zero_threshold=1e-9,
-        min=0.0, max=50.0,
+        time_unix_nano=T0,
+        count=10,
+        sum=100.0,
+        scale=-3,
+        zero_count=1,
+        zero_threshold=1e-9,
+        min=0.0,
+        max=50.0,
     )
     ep.positive.offset = -2
     ep.positive.bucket_counts.extend([1, 2, 3])
@@ -204,8 +223,14 @@ def build_logs() -> ExportLogsServiceRequest:
     sl = rl.scope_logs.add(schema_url="s")
     sl.scope.name = "checkout.logger"
     record = sl.log_records.add(
-        time_unix_nano=T0, observed_time_unix_nano=T0 + 1, severity_number=SEVERITY_NUMBER_ERROR,
-        severity_text="ERROR", trace_id=TRACE_ID, span_id=SPAN_ID, flags=1, dropped_attributes_count=4,
+        time_unix_nano=T0,
+        observed_time_unix_nano=T0 + 1,
+        severity_number=SEVERITY_NUMBER_ERROR,
+        severity_text="ERROR",
+        trace_id=TRACE_ID,
+        span_id=SPAN_ID,
+        flags=1,
+        dropped_attributes_count=4,
         event_name="checkout.failed",
     )
     record.body.kvlist_value.values.add(key="msg", value=AnyValue(string_value="payment declined"))
@@ -220,8 +245,11 @@ BUILDERS = {"traces": (TRACES, build_traces), "metrics": (METRICS, build_metrics
 # --- OTLP/JSON spellings -----------------------------------------------------------------------
 
 _INT64_TYPES = {
-    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_SINT64,
 }
 _HEX_KEYS = {"traceId", "spanId", "parentSpanId"}
 
@@ -237,7 +265,9 @@ def respell(
 ) -> dict[str, Any]:
     """Re-spell canonical OTLP/JSON (camelCase keys, lowercase hex, int64 strings, int enums)."""
     options = {
-        "upper_hex": upper_hex, "snake_case": snake_case, "int64_numbers": int64_numbers,
+        "upper_hex": upper_hex,
+        "snake_case": snake_case,
+        "int64_numbers": int64_numbers,
         "enum_names": enum_names,
     }
     out: dict[str, Any] = {}
@@ -245,9 +275,7 @@ def respell(
         field = descriptor.fields_by_camelcase_name[key]
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             sub = field.message_type
-            value = [respell(v, sub, **options) for v in value] if field.is_repeated else respell(
-                value, sub, **options
-            )
+            value = [respell(v, sub, **options) for v in value] if field.is_repeated else respell(value, sub, **options)
         elif key in _HEX_KEYS and upper_hex:
             value = value.upper()
         elif field.type in _INT64_TYPES and int64_numbers:
@@ -358,9 +386,7 @@ def test_mixed_case_hex_id() -> None:
     assert span.trace_id == TRACE_ID
 
 
-@pytest.mark.parametrize(
-    "key", ["traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"]
-)
+@pytest.mark.parametrize("key", ["traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"])
 def test_empty_id_means_unset(key: str) -> None:
     span = first_span(decode_request(TRACES, span_json(**{key: "", "name": "x"}), JSON))
     assert span == Span(name="x")
@@ -381,8 +407,7 @@ def test_invalid_hex_error_gives_the_path() -> None:
     with pytest.raises(DecodeError) as info:
         decode_request(TRACES, span_json(name="ok", parent_span_id="nothex!!"), JSON)
     assert str(info.value) == (
-        'invalid parent_span_id "nothex!!": not hex'
-        " (at resourceSpans[0].scopeSpans[0].spans[0].parent_span_id)"
+        'invalid parent_span_id "nothex!!": not hex (at resourceSpans[0].scopeSpans[0].spans[0].parent_span_id)'
     )
 
 
@@ -403,9 +428,15 @@ BASE64_SPAN_ID = base64.b64encode(SPAN_ID).decode()
         (LOGS, {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"spanId": BASE64_SPAN_ID}]}]}]}, "spanId"),
         (
             METRICS,
-            {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"gauge": {"dataPoints": [
-                {"exemplars": [{"traceId": BASE64_TRACE_ID}]}
-            ]}}]}]}]},
+            {
+                "resourceMetrics": [
+                    {
+                        "scopeMetrics": [
+                            {"metrics": [{"gauge": {"dataPoints": [{"exemplars": [{"traceId": BASE64_TRACE_ID}]}]}}]}
+                        ]
+                    }
+                ]
+            },
             "traceId",
         ),
     ],
@@ -432,11 +463,13 @@ def test_hex_with_whitespace_is_rejected() -> None:
 def test_unknown_fields_are_ignored_everywhere() -> None:
     obj = {
         "futureTopLevel": {"deep": [1, 2, {"x": None}]},
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "k", "value": {"stringValue": "v", "futureValue": 1}}]},
-            "futureField": "x",
-            "scopeSpans": [{"spans": [{"name": "s", "futureSpanField": [{"a": 1}]}], "futureScope": True}],
-        }],
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "k", "value": {"stringValue": "v", "futureValue": 1}}]},
+                "futureField": "x",
+                "scopeSpans": [{"spans": [{"name": "s", "futureSpanField": [{"a": 1}]}], "futureScope": True}],
+            }
+        ],
     }
     request = decode_request(TRACES, orjson.dumps(obj), JSON)
     assert first_span(request).name == "s"
@@ -445,9 +478,7 @@ def test_unknown_fields_are_ignored_everywhere() -> None:
 
 
 def test_null_means_unset() -> None:
-    request = decode_request(
-        TRACES, span_json(name=None, traceId=None, status=None, attributes=None, kind=None), JSON
-    )
+    request = decode_request(TRACES, span_json(name=None, traceId=None, status=None, attributes=None, kind=None), JSON)
     assert first_span(request) == Span()
 
 
@@ -459,7 +490,11 @@ def test_empty_object_marks_a_message_present() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("NaN", math.nan), ("Infinity", math.inf), ("-Infinity", -math.inf), ("1.5", 1.5), (2, 2.0),
+        ("NaN", math.nan),
+        ("Infinity", math.inf),
+        ("-Infinity", -math.inf),
+        ("1.5", 1.5),
+        (2, 2.0),
         (-0.25, -0.25),
     ],
 )
@@ -614,8 +649,13 @@ def test_deeply_nested_json_arrays() -> None:
 def test_deeply_nested_kvlists() -> None:
     levels = 100_000
     opening = '{"kvlistValue":{"values":[{"key":"k","value":' * levels
-    body = ('{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":' + opening + '{"stringValue":"x"}'
-            + "}}]}" * levels + "}]}]}]}").encode()
+    body = (
+        '{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":'
+        + opening
+        + '{"stringValue":"x"}'
+        + "}}]}" * levels
+        + "}]}]}]}"
+    ).encode()
     with pytest.raises(DecodeError):
         decode_request(LOGS, body, JSON)
 
@@ -706,9 +746,7 @@ def test_status_body_protobuf() -> None:
 
 
 def test_status_body_json() -> None:
-    assert orjson.loads(status_body(3, "gzip: invalid header", JSON)) == {
-        "code": 3, "message": "gzip: invalid header"
-    }
+    assert orjson.loads(status_body(3, "gzip: invalid header", JSON)) == {"code": 3, "message": "gzip: invalid header"}
 
 
 def test_status_body_with_retry_info_protobuf() -> None:
@@ -781,15 +819,19 @@ def field_names(descriptor: Descriptor, seen: set[Descriptor] | None = None) -> 
 OTLP_KEYS = sorted(set().union(*(field_names(signal.request_type.DESCRIPTOR) for signal in SIGNALS)))
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.sampled_from(["", "NaN", "Infinity", "5B8EFFF798038103D269B633813FC60C", "xyz", "1e3", "-1", "3q=="])
     | st.text(max_size=8)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(OTLP_KEYS) | st.text(max_size=4), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(OTLP_KEYS) | st.text(max_size=4), children, max_size=5)
+    ),
     max_leaves=40,
 )
 
@@ -811,12 +853,12 @@ def test_random_otlp_shaped_json_only_raises_decode_error(signal: Signal, obj: d
     name=st.text(max_size=20),
     start=st.integers(min_value=0, max_value=2**64 - 1),
 )
-def test_ids_and_int64s_round_trip(
-    trace_id: bytes, span_id: bytes, upper: bool, name: str, start: int
-) -> None:
+def test_ids_and_int64s_round_trip(trace_id: bytes, span_id: bytes, upper: bool, name: str, start: int) -> None:
     request = ExportTraceServiceRequest()
-    span = request.resource_spans.add().scope_spans.add().spans.add(
-        trace_id=trace_id, span_id=span_id, name=name, start_time_unix_nano=start
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(trace_id=trace_id, span_id=span_id, name=name, start_time_unix_nano=start)
     )
     span.links.add(trace_id=trace_id, span_id=span_id)
     obj = respell(message_to_otlp_json(request), request.DESCRIPTOR, upper_hex=upper, int64_numbers=upper)

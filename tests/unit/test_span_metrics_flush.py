@@ -61,8 +61,7 @@ class Setup:
     def __init__(self, **kwargs) -> None:
         self.agg, _ = new_aggregator()
         self.sink, self.clock = Sink(), Clock()
-        self.flusher = SpanMetricsFlush(self.agg.drain_span_metrics, self.sink, interval=60, clock=self.clock,
-                                        **kwargs)
+        self.flusher = SpanMetricsFlush(self.agg.drain_span_metrics, self.sink, interval=60, clock=self.clock, **kwargs)
 
     def spans(self, *spans: Span) -> None:
         self.agg.observe_traces(traces_request(*spans))
@@ -77,10 +76,18 @@ async def test_rows_for_calls_and_duration_per_key():
     calls = {json.loads(r["tags"])["span.name"]: r for r in t.sink.by_metric(CALLS_METRIC)}
     assert set(calls) == {"GET /cart", "charge"}
     cart = calls["GET /cart"]
-    assert json.loads(cart["tags"]) == {"span.name": "GET /cart", "span.kind": "SPAN_KIND_SERVER",
-                                        "status.code": "STATUS_CODE_UNSET"}
+    assert json.loads(cart["tags"]) == {
+        "span.name": "GET /cart",
+        "span.kind": "SPAN_KIND_SERVER",
+        "status.code": "STATUS_CODE_UNSET",
+    }
     assert (cart["value"], cart["unit"], cart["metric_type"], cart["temporality"], cart["is_monotonic"]) == (
-        2.0, "{call}", "sum", "delta", True)
+        2.0,
+        "{call}",
+        "sum",
+        "delta",
+        True,
+    )
     assert (cart["service_name"], cart["timestamp"], cart["start_timestamp"]) == ("checkout", end, T0)
     assert cart["resource_id"] is None and cart["id"] is not None
     assert json.loads(calls["charge"]["tags"])["status.code"] == "STATUS_CODE_ERROR"
@@ -163,9 +170,12 @@ async def test_kept_keys_are_bounded_and_fold_into_the_overflow_key_with_exact_t
 
 async def test_aggregator_overflow_key_becomes_one_flagged_row():
     rows = span_metric_rows(
-        {OVERFLOW_SPAN_KEY: SpanMetricsDelta(5, (1.0,), (4, 1), 3.0, 5),
-         SpanKey("svc\x00", "n", "SPAN_KIND_SERVER", "STATUS_CODE_OK"): SpanMetricsDelta(1, (1.0,), (1, 0), 0.5, 1)},
-        T0, T0,
+        {
+            OVERFLOW_SPAN_KEY: SpanMetricsDelta(5, (1.0,), (4, 1), 3.0, 5),
+            SpanKey("svc\x00", "n", "SPAN_KIND_SERVER", "STATUS_CODE_OK"): SpanMetricsDelta(1, (1.0,), (1, 0), 0.5, 1),
+        },
+        T0,
+        T0,
     )
     named = [dict(zip(PERFORMANCE_METRICS_COLUMNS, r, strict=True)) for r in rows]
     assert [r["service_name"] for r in named] == ["", "", "svc\ufffd", "svc\ufffd"]  # NUL can't go in TEXT

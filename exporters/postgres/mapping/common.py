@@ -174,6 +174,7 @@ def json_float(x: float) -> float | str:
 
 # --------------------------------------------------------------------------- limits
 
+
 class Limits:
     """Bounds on what one client value may make otelpg store (hostile or runaway clients):
     attributes per map (and elements per array/kvlist) and characters per string value.

@@ -60,13 +60,16 @@ def severity(number: int, severity_text: str) -> str:
 
 
 def map_logs(
-    request: ExportLogsServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7,
+    request: ExportLogsServiceRequest,
+    received_ns: int,
+    new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
 ) -> Mapped:
     """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter)."""
     fast = fast_attributes("logs", request, raw)
-    if fast is not None and len(fast[0]) != sum(len(sl.log_records) for rl in request.resource_logs
-                                                for sl in rl.scope_logs):
+    if fast is not None and len(fast[0]) != sum(
+        len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs
+    ):
         fast = None  # not the records the protobuf API iterates: take the Python path
     record_attrs, bodies = (fast[0], fast[1]) if fast else ((), ())
     ri = 0  # index of the next log record in record_attrs / bodies

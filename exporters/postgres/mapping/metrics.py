@@ -166,7 +166,9 @@ def _details(base: dict[str, Any], base_json: str | None, flags: int, extra: dic
 
 
 def map_metrics(
-    request: ExportMetricsServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7,
+    request: ExportMetricsServiceRequest,
+    received_ns: int,
+    new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
 ) -> Mapped:
     """`raw` is accepted for the same signature as the other mappers (points have no converter)."""

@@ -63,7 +63,9 @@ def _aligned(request: ExportTraceServiceRequest, fast: tuple[list, list, int, in
 
 
 def map_traces(
-    request: ExportTraceServiceRequest, received_ns: int, new_id: Callable[[], Any] = uuid7,
+    request: ExportTraceServiceRequest,
+    received_ns: int,
+    new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
 ) -> Mapped:
     """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter)."""
@@ -122,9 +124,7 @@ def map_traces(
                 kind = sp.kind
                 status_message = status.message
                 st = (
-                    {"code": codes.get(code, code), "message": status_message}
-                    if status_message
-                    else statuses.get(code)
+                    {"code": codes.get(code, code), "message": status_message} if status_message else statuses.get(code)
                 )
                 if st is None:
                     st = {"code": code}

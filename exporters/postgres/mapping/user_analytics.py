@@ -53,9 +53,7 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else str(v)
 
 
-def user_analytics_rows(
-    events: list[tuple], hash_id: Callable[[str], str] | None = None
-) -> list[tuple]:
+def user_analytics_rows(events: list[tuple], hash_id: Callable[[str], str] | None = None) -> list[tuple]:
     """user_analytics rows (schema.USER_ANALYTICS_COLUMNS order) for the system_events rows
     (schema.SYSTEM_EVENTS_COLUMNS order) of spans and logs that carry a user id."""
     out: list[tuple] = []

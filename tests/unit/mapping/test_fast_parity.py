@@ -62,13 +62,20 @@ def assert_same(mapper, request, lims: tuple[int, int]) -> None:
 
 
 small_limits = st.sampled_from([(1024, 65536), (2, 3), (0, 0), (1, 100)])
-valid_ids = st.builds(Span, trace_id=st.just(b"\x01" * 16), span_id=st.just(b"\x02" * 8), attributes=attrs,
-                      events=st.lists(st.builds(Span.Event, name=st.text(max_size=5), attributes=attrs), max_size=3))
+valid_ids = st.builds(
+    Span,
+    trace_id=st.just(b"\x01" * 16),
+    span_id=st.just(b"\x02" * 8),
+    attributes=attrs,
+    events=st.lists(st.builds(Span.Event, name=st.text(max_size=5), attributes=attrs), max_size=3),
+)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(res, st.lists(st.lists(st.one_of(spans, valid_ids), max_size=3), max_size=3)), max_size=3),
-       small_limits)
+@given(
+    st.lists(st.tuples(res, st.lists(st.lists(st.one_of(spans, valid_ids), max_size=3), max_size=3)), max_size=3),
+    small_limits,
+)
 def test_traces_c_path_equals_python_path(structure, lims):
     request = ExportTraceServiceRequest(resource_spans=[
         ResourceSpans(resource=r, scope_spans=[ScopeSpans(spans=s) for s in scopes]) for r, scopes in structure
@@ -99,19 +106,26 @@ def _any(*fields: AnyValue) -> bytes:
 
 def _traces_with_value(value_bytes: bytes) -> bytes:
     kv = b"\x0a\x01k" + b"\x12" + bytes([len(value_bytes)]) + value_bytes  # KeyValue{key: "k", value: ...}
-    span = (Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString()
-            + b"\x4a" + bytes([len(kv)]) + kv)  # field 9: attributes
+    span = (
+        Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString() + b"\x4a" + bytes([len(kv)]) + kv
+    )  # field 9: attributes
     scope = b"\x12" + bytes([len(span)]) + span
     rs = b"\x12" + bytes([len(scope)]) + scope
     return b"\x0a" + bytes([len(rs)]) + rs
 
 
-@pytest.mark.parametrize("value", [
-    _any(AnyValue(string_value="a"), AnyValue(int_value=7)),  # two oneof members: the last wins
-    _any(AnyValue(array_value={"values": [AnyValue(int_value=1)]}),
-         AnyValue(array_value={"values": [AnyValue(int_value=2)]})),  # a message member twice: merged
-    b"\x1a\x01x",  # int_value with the wire type of a string: protobuf keeps it as an unknown field
-], ids=["oneof-twice", "array-merged", "wrong-wire-type"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        _any(AnyValue(string_value="a"), AnyValue(int_value=7)),  # two oneof members: the last wins
+        _any(
+            AnyValue(array_value={"values": [AnyValue(int_value=1)]}),
+            AnyValue(array_value={"values": [AnyValue(int_value=2)]}),
+        ),  # a message member twice: merged
+        b"\x1a\x01x",  # int_value with the wire type of a string: protobuf keeps it as an unknown field
+    ],
+    ids=["oneof-twice", "array-merged", "wrong-wire-type"],
+)
 def test_wire_forms_needing_protobuf_rules_take_the_python_path(value):
     from exporters.postgres.mapping import _fast
 
@@ -123,11 +137,22 @@ def test_wire_forms_needing_protobuf_rules_take_the_python_path(value):
 
 
 def test_kv_and_body_edge_values_match():
-    values = {"": "", "nul": "a\x00b", "empty": None, "zero": 0, "f": False, "nan": float("nan"),
-              "inf": float("-inf"), "bytes": b"\x00\xff\x10", "nested": {"x": [b"ab", {"y": None}]}}
+    values = {
+        "": "",
+        "nul": "a\x00b",
+        "empty": None,
+        "zero": 0,
+        "f": False,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "bytes": b"\x00\xff\x10",
+        "nested": {"x": [b"ab", {"y": None}]},
+    }
     kv = [*kvs(values), KeyValue(key="nul", value=AnyValue(int_value=3))]  # a repeated key: last wins
-    records = [LogRecord(body=body, attributes=kv) for body in (AnyValue(), AnyValue(bytes_value=b"z"),
-                                                               AnyValue(kvlist_value={"values": kv}))]
+    records = [
+        LogRecord(body=body, attributes=kv)
+        for body in (AnyValue(), AnyValue(bytes_value=b"z"), AnyValue(kvlist_value={"values": kv}))
+    ]
     request = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])])
     (fast, _), (slow, _) = both(map_logs, request)
     assert fast == slow

@@ -66,9 +66,7 @@ def test_gauge_golden():
     assert type(row["value"]) is float
 
 
-@pytest.mark.parametrize(
-    ("temporality", "expected"), [(DELTA, "delta"), (CUMULATIVE, "cumulative"), (0, None)]
-)
+@pytest.mark.parametrize(("temporality", "expected"), [(DELTA, "delta"), (CUMULATIVE, "cumulative"), (0, None)])
 @pytest.mark.parametrize("monotonic", [True, False])
 def test_sum_temporalities(temporality, expected, monotonic):
     row = one(m.Metric(name="http.server.requests", unit="{request}", sum=m.Sum(
@@ -158,9 +156,7 @@ def test_uint64_counts_beyond_bigint_are_clamped():
             name="h",
             histogram=m.Histogram(
                 data_points=[
-                    m.HistogramDataPoint(
-                        time_unix_nano=T0, count=big, explicit_bounds=[1.0], bucket_counts=[big, 1]
-                    )
+                    m.HistogramDataPoint(time_unix_nano=T0, count=big, explicit_bounds=[1.0], bucket_counts=[big, 1])
                 ]
             ),
         )
@@ -247,9 +243,7 @@ def test_exponential_histogram_golden():
         "positive": {"offset": 2, "bucket_counts": [3, 4]},
         "negative": {"offset": 0, "bucket_counts": [1]},
     }  # fmt: skip
-    assert quantile(0.5, row["bucket_bounds"], row["bucket_counts"]) == pytest.approx(
-        2 + (2 * r2 - 2) * 2 / 3
-    )
+    assert quantile(0.5, row["bucket_bounds"], row["bucket_counts"]) == pytest.approx(2 + (2 * r2 - 2) * 2 / 3)
     assert quantile(1.0, row["bucket_bounds"], row["bucket_counts"]) == pytest.approx(4.0)
 
 
@@ -346,9 +340,7 @@ def test_timestamps_zero_and_huge():
         m.Metric(
             name="g",
             gauge=m.Gauge(
-                data_points=[
-                    m.NumberDataPoint(as_int=1, time_unix_nano=2**64 - 1, start_time_unix_nano=2**64 - 1)
-                ]
+                data_points=[m.NumberDataPoint(as_int=1, time_unix_nano=2**64 - 1, start_time_unix_nano=2**64 - 1)]
             ),
         )
     )

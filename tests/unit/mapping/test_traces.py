@@ -190,9 +190,7 @@ def test_start_zero_falls_back_to_received_time_and_has_no_duration():
 
 
 def test_end_before_start_or_unset_has_no_duration():
-    [a, b] = rows(
-        map_traces(request([span(end_time_unix_nano=T0 - 1), span(end_time_unix_nano=0)]), RECEIVED_NS)
-    )
+    [a, b] = rows(map_traces(request([span(end_time_unix_nano=T0 - 1), span(end_time_unix_nano=0)]), RECEIVED_NS))
     assert a["duration_ms"] is None
     assert b["duration_ms"] is None
     [c] = rows(map_traces(request([span(end_time_unix_nano=T0)]), RECEIVED_NS))
