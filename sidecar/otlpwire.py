@@ -76,7 +76,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 try:
-    from sidecar import _otlpwire
+    from sidecar import _otlpwire  # type: ignore[attr-defined]  # the C extension: no stub
 except ImportError:  # no C compiler at install time: same results, ~400x slower
     _otlpwire = None
 

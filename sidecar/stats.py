@@ -121,7 +121,7 @@ async def table_stats(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     found = {r["table_name"]: dict(r) for r in await conn.fetch(_SQL, list(TABLES))}
     database_bytes = await conn.fetchval("SELECT pg_database_size(current_database())")
     have_partitions_view = await conn.fetchval("SELECT to_regclass('otelpg_partitions') IS NOT NULL")
-    out = []
+    out: list[dict[str, Any]] = []
     for table in TABLES:
         r = found.get(table)
         if r is None:

@@ -164,7 +164,7 @@ def _flat(groups: list[list[tuple]]) -> list[tuple]:
 
 async def _in_savepoint(
     conn: asyncpg.Connection,
-    step: Callable[[list[tuple], list[tuple]], Awaitable[None]],
+    step: Callable[[list[tuple], list[tuple]], Awaitable[object]],
     events: list[tuple],
     points: list[tuple],
 ) -> BaseException | None:
@@ -227,7 +227,7 @@ class Lifecycle:
             new_points = await _inserted_here(conn, PERFORMANCE_METRICS, [r for rows in points for r in rows], 6, 5)
             events = [[r for r in rows if r[0] in new_events] for rows in events]
             points = [[r for r in rows if r[0] in new_points] for rows in points]
-        steps: list[tuple[str, Callable[[list[tuple], list[tuple]], Awaitable[None]]]] = []
+        steps: list[tuple[str, Callable[[list[tuple], list[tuple]], Awaitable[object]]]] = []
         if self.rollups is not None:
             rollups = self.rollups
             steps.append(("rollups", lambda ev, pts: rollups.write(conn, pts) if pts else _nothing()))

@@ -16,6 +16,7 @@ of what others spooled after it. A transient failure pauses replay; it resumes b
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -184,7 +185,7 @@ class Replayer:
         dead = 0
         for mapped, record_error in failed:
             rows = await refused_rows(
-                mapped.rows, lambda part, m=mapped: self._attempt_rows(m, part), record_error, max_writes=MAX_ROW_WRITES
+                mapped.rows, functools.partial(self._attempt_rows, mapped), record_error, max_writes=MAX_ROW_WRITES
             )
             if rows.error is not None:
                 raise rows.error

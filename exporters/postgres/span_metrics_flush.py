@@ -33,7 +33,7 @@ DURATION_METRIC = "traces.span.metrics.duration"
 # Keys folded past the series cap span many services: no service of their own, flagged in tags
 # the way the SDKs flag their overflow point.
 OVERFLOW_SERVICE = ""
-OVERFLOW_TAGS = {"otel.metric.overflow": True}
+OVERFLOW_TAGS: dict[str, Any] = {"otel.metric.overflow": True}
 _DETAILS = {
     CALLS_METRIC: json_dumps(
         {"description": "Number of spans, by service, span name, kind and status code", "source": "otelpg span metrics"}
@@ -49,7 +49,7 @@ _ROW_BYTES = 300  # queue accounting: about what one row costs in memory
 
 Drain = Callable[[], dict[SpanKey, SpanMetricsDelta]]
 # Batcher.submit's shape: (rows by table, resources, row count, byte estimate), returns once committed.
-Submit = Callable[[dict[str, list[tuple]], dict[int, tuple], int, int], Awaitable[None]]
+Submit = Callable[[dict[str, list[tuple]], dict[int, tuple], int, int], Awaitable[object]]
 WriteRows = Callable[[dict[str, list[tuple]], dict[int, tuple], int], Awaitable[None]]
 
 
@@ -70,9 +70,13 @@ def span_metric_rows(
             service, tags = OVERFLOW_SERVICE, OVERFLOW_TAGS
         else:
             service = key_text(key.service_name)  # an indexed key
-            tags = {"span.name": key.span_name, "span.kind": key.span_kind, "status.code": key.status_code}
+            tags = {
+                "span.name": key.span_name,
+                "span.kind": key.span_kind,
+                "status.code": key.status_code,
+            }
         tags_json = json_dumps(tags)
-        common = {
+        common: dict[str, Any] = {
             "tags": tags_json,
             "timestamp": end,
             "start_timestamp": start,

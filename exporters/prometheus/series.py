@@ -90,7 +90,7 @@ class Quantiles(NamedTuple):
 
     labels: dict[str, str]
     quantiles: tuple[tuple[float, float], ...]
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the OTLP field is named
     sum: float
     start: int
     time: int

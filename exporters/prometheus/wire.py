@@ -50,4 +50,4 @@ def attribute_fingerprints(data: Message, kind: str) -> list[bytes]:
     """The attributes' wire encoding of each point of `data` (a Gauge, Sum, ...), in point order."""
     points = _POINTS[ATTRIBUTES_FIELD[kind]].FromString(data.SerializeToString())
     points.DiscardUnknownFields()
-    return [point.SerializeToString() for point in points.data_points]  # type: ignore[attr-defined]
+    return [point.SerializeToString() for point in points.data_points]

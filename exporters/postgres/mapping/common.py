@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 try:  # the C attribute converter (setup.py builds it when a compiler is there): same results, ~3x faster
-    from exporters.postgres.mapping import _fast
+    from exporters.postgres.mapping import _fast  # type: ignore[attr-defined]  # the C extension: no stub
 except ImportError:  # pragma: no cover - exercised by the parity tests through FAST.enabled
     _fast = None
 

@@ -290,6 +290,8 @@ def map_metrics(
                     hi = dp.max if dp.HasField("max") else None
                     ex = dp.exemplars
                     exemplars = _exemplars(ex) if ex else None
+                    bounds: list[float] | None
+                    counts: list[int] | None
                     if kind == "histogram":
                         bc = dp.bucket_counts
                         if bc:
