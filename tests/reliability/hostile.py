@@ -477,6 +477,15 @@ def _attackers_tally(tallies: list[Tally]) -> str:
     return "attackers' " + total.summary()
 
 
+def _check_survived(
+    r: Result, proc: OtelpgProcess, running: bool, gave_up: list[str], code: int | None, when: str
+) -> None:
+    """otelpg stayed up, every innocent request was acknowledged, and it exited cleanly after."""
+    r.check(running, f"otelpg died {when}" + log_excerpt(proc))
+    r.check(not gave_up, f"{len(gave_up)} innocent requests never acknowledged: {gave_up[:3]}")
+    r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
+
+
 async def memory(suite: Suite) -> Result:
     """40 clients sending maximum-size bodies (raw, gzip-inflated, gRPC) and one ordinary client:
     otelpg's RSS stays bounded, it stays up, the ordinary client gets through."""
@@ -527,9 +536,7 @@ async def memory(suite: Suite) -> Result:
         f"peak {rss.peak / MiB:.0f} MiB"
     )
     r.check(rss.peak <= limit, f"peak RSS {rss.peak / MiB:.0f} MiB > {limit / MiB:.0f} MiB")
-    r.check(running, "otelpg died under the load" + log_excerpt(proc))
-    r.check(not gave_up, f"{len(gave_up)} innocent requests never acknowledged: {gave_up[:3]}")
-    r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
+    _check_survived(r, proc, running, gave_up, code, "under the load")
     r.figure = (
         f"peak RSS {rss.peak / MiB:.0f} MiB (bound {limit / MiB:.0f}); innocent max {max(latencies, default=0):.1f}s"
     )
@@ -584,9 +591,7 @@ async def stall(suite: Suite) -> Result:
     )
     r.check(worst <= bound, f"/health took up to {worst:.2f}s (bound {bound:g}s)")
     r.check(not probe_errors, f"{probe_errors} /health probes failed")
-    r.check(running, "otelpg died under the attack" + log_excerpt(proc))
-    r.check(not gave_up, f"{len(gave_up)} innocent requests never acknowledged: {gave_up[:3]}")
-    r.check(code == 0, f"exit status {code}" + log_excerpt(proc))
+    _check_survived(r, proc, running, gave_up, code, "under the attack")
     r.figure = (
         f"/health p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms; innocent p99 {percentile(latencies, 0.99):.1f}s"
     )

@@ -1075,6 +1075,15 @@ def same(signal: int, data: bytes, kw: dict) -> None:
         assert isinstance(p, Split) and c.chunks[0] is data and p.chunks[0] is data
 
 
+def same_and_flipped(signal: int, data: bytes, kw: dict, flip: tuple[int, int]) -> None:
+    """`same` for the data, and for the data with one byte (flip[0], wrapped) set to flip[1]."""
+    same(signal, data, kw)
+    if data:
+        b = bytearray(data)
+        b[flip[0] % len(b)] = flip[1]
+        same(signal, bytes(b), kw)
+
+
 parity = pytest.mark.skipif(otlpwire._scan_c is None, reason=NO_C)
 PARITY = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -1098,12 +1107,7 @@ def test_parity_random_wire(signal: int, data: bytes, kw: dict, cut: int) -> Non
 @HYPOTHESIS
 @given(request=requests(), kw=limits, flip=st.tuples(st.integers(0, 10**6), st.integers(0, 255)))
 def test_parity_generated_requests(request: tuple[int, bytes], kw: dict, flip: tuple[int, int]) -> None:
-    signal, data = request
-    same(signal, data, kw)
-    if data:
-        b = bytearray(data)
-        b[flip[0] % len(b)] = flip[1]
-        same(signal, bytes(b), kw)
+    same_and_flipped(*request, kw, flip)
 
 
 @parity

@@ -49,6 +49,8 @@ from .test_otlpwire import (
     outcome,
     requests,
     run,
+    same,
+    same_and_flipped,
     stats,
     upb_accepts,
     with_spans,
@@ -677,23 +679,11 @@ def test_generated_requests_cut(impl: str, request: tuple[int, bytes], kw: dict)
 # ------------------------------------------------------------------------------------- parity
 
 
-def same(signal: int, data: bytes, kw: dict) -> None:
-    c, p = outcome("c", signal, data, **kw), outcome("python", signal, data, **kw)
-    assert c == p
-    if isinstance(c, Split) and c.chunks == [data]:
-        assert isinstance(p, Split) and c.chunks[0] is data and p.chunks[0] is data
-
-
 @parity
 @PARITY
 @given(request=merged_requests(), kw=limits, flip=st.tuples(st.integers(0, 10**6), st.integers(0, 255)))
 def test_parity_merged_wire(request: tuple[int, bytes], kw: dict, flip: tuple[int, int]) -> None:
-    signal, data = request
-    same(signal, data, kw)
-    if data:
-        b = bytearray(data)
-        b[flip[0] % len(b)] = flip[1]
-        same(signal, bytes(b), kw)
+    same_and_flipped(*request, kw, flip)
 
 
 @parity
