@@ -11,10 +11,13 @@ Receivers never import asyncpg; exporters never import aiohttp or grpc.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sidecar.receivers.admission import Admission, Reservation
 from sidecar.receivers.signals import Signal
+
+if TYPE_CHECKING:
+    from sidecar.otlpwire import Split
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,23 @@ class ExportRequest:
     messages: int = 0  # protobuf messages in the request (all depths): what decoding it will cost
     reservation: Reservation = field(default_factory=_unlimited)  # the memory it may hold (admission)
     truncated: int = 0  # list elements (attributes, array values...) cut from the chunks by the limits
+
+    @classmethod
+    def from_split(
+        cls, signal: Signal, body: bytes, split: Split, reservation: Reservation | None = None
+    ) -> ExportRequest:
+        """The request `otlpwire.split` cut `body` into."""
+        return cls(
+            signal,
+            body,
+            split.chunks,
+            split.items,
+            split.rejected,
+            split.reason,
+            split.messages,
+            reservation if reservation is not None else _unlimited(),
+            split.truncated,
+        )
 
 
 class Consumer(Protocol):

@@ -55,17 +55,7 @@ async def export_request(
         largest = max(len(c) for c in split.chunks)
         messages = split.messages * largest // max(1, len(body))
         reservation.grow(copied + DECODED_BYTES_PER_BYTE * largest + DECODED_BYTES_PER_MESSAGE * messages)
-    return ExportRequest(
-        signal,
-        body,
-        split.chunks,
-        split.items,
-        split.rejected,
-        split.reason,
-        split.messages,
-        reservation,
-        split.truncated,
-    )
+    return ExportRequest.from_split(signal, body, split, reservation)
 
 
 async def _split(signal: Signal, body: bytes, max_list: int | None) -> otlpwire.Split:

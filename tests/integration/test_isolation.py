@@ -70,7 +70,7 @@ def metrics_request(service: str, n: int, name: str = "requests") -> ExportMetri
 def export(signal: Signal, message) -> ExportRequest:
     body = message.SerializeToString()
     split = otlpwire.split(signal.code, body)
-    return ExportRequest(signal, body, split.chunks, split.items, split.rejected, split.reason, split.messages)
+    return ExportRequest.from_split(signal, body, split)
 
 
 class Pipeline:
@@ -255,16 +255,7 @@ class PeakAdmission(Admission):
 def chunked(signal: Signal, message, admission: Admission, chunk_messages: int) -> ExportRequest:
     body = message.SerializeToString()
     split = otlpwire.split(signal.code, body, chunk_messages=chunk_messages)
-    return ExportRequest(
-        signal,
-        body,
-        split.chunks,
-        split.items,
-        split.rejected,
-        split.reason,
-        split.messages,
-        admission.reserve(len(body)),
-    )
+    return ExportRequest.from_split(signal, body, split, admission.reserve(len(body)))
 
 
 async def test_a_large_request_holds_the_rows_of_a_chunk_or_two_not_all_of_them(pipeline, db):
