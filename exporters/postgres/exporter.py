@@ -95,20 +95,19 @@ class PostgresExporter:
             for why, n in mapped.reasons.items():
                 reasons[why] = reasons.get(why, 0) + n
             nrows = sum(len(rows) for rows in mapped.rows.values())
-            if nrows and writes.failure is None and not self._database_ok():
-                writes.failure = DatabaseUnavailableError("PostgreSQL is unavailable", retry_after=5)
-            held = sum(rows_memory(rows) for rows in mapped.rows.values()) if nrows else 0
+            commit, held = None, 0
             if nrows and writes.failure is None:
-                await writes.reserve(held)
-            if nrows and writes.failure is None:
-                commit = asyncio.ensure_future(
-                    self._batcher.submit(
-                        mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0
+                if not self._database_ok():
+                    writes.failure = DatabaseUnavailableError("PostgreSQL is unavailable", retry_after=5)
+                elif await writes.reserve(held := sum(rows_memory(rows) for rows in mapped.rows.values())):
+                    commit = asyncio.ensure_future(
+                        self._batcher.submit(
+                            mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0
+                        )
                     )
-                )
-                writes.add(commit, held, mapped.decoded)
-            else:
-                writes.add(None, 0, mapped.decoded)
+                else:
+                    held = 0  # not reserved: the request failed (it is spooled)
+            writes.add(commit, held, mapped.decoded)
             del mapped
             await writes.settle(keep=1)  # this chunk's commit overlaps the next chunk's mapping
         await writes.settle(keep=0)
@@ -217,20 +216,25 @@ class _Writes:
         self.refused: list[RefusedRow] = []
         self.failure: BaseException | None = None
 
-    async def reserve(self, nbytes: int) -> None:
-        """Grow the reservation for a chunk's rows. Refused before anything is submitted: raised
-        (503, nothing stored). Refused later: the commits under way are waited for (their memory
-        freed) and it is tried again; refused still, it is the request's failure (spooled)."""
+    async def reserve(self, nbytes: int) -> bool:
+        """Grow the reservation for a chunk's rows; False if it is the request's failure. Refused
+        before anything is submitted: raised (503, nothing stored). Refused later: the commits
+        under way are waited for (their memory freed) and it is tried again; refused still, it is
+        the request's failure (spooled)."""
         try:
             self._request.reservation.grow(nbytes)
+            return True
         except BackpressureError as e:
             if not self.submitted:
                 raise
             await self.settle(keep=0)
-            try:
-                self._request.reservation.grow(nbytes)
-            except BackpressureError:
-                self.failure = self.failure or e
+            if self.failure is None:  # (a commit waited for may have failed the request meanwhile)
+                try:
+                    self._request.reservation.grow(nbytes)
+                    return True
+                except BackpressureError:
+                    self.failure = e
+            return False
 
     def add(self, commit: asyncio.Future[list[RefusedRow]] | None, held: int, decoded: Any) -> None:
         self._pending.append((commit, held, decoded))
