@@ -5,7 +5,7 @@ pyproject.toml.
 twins (slower, identical results; `otelpg run` then logs a warning saying so).
 
 The SQL migrations live in the repository's top-level `migrations/`; a wheel carries them as
-`sidecar/migrations/*.sql` (package data), where `sidecar.migrate` finds them once installed.
+`exporters/postgres/migrations/*.sql` (package data), where `exporters.postgres.migrate` finds them once installed.
 """
 
 from pathlib import Path
@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 class BuildWithMigrations(build_py):
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / "sidecar" / "migrations"
+        target = Path(self.build_lib) / "exporters" / "postgres" / "migrations"
         target.mkdir(parents=True, exist_ok=True)
         for sql in sorted(Path("migrations").glob("*.sql")):
             self.copy_file(str(sql), str(target / sql.name))
@@ -32,6 +32,8 @@ setup(
             extra_compile_args=["-O2"],
             optional=True,
         ),
-        Extension("sidecar._otlpwire", ["sidecar/_otlpwire.c"], extra_compile_args=["-O2"], optional=True),
+        Extension(
+            "sidecar.pipeline._otlpwire", ["sidecar/pipeline/_otlpwire.c"], extra_compile_args=["-O2"], optional=True
+        ),
     ],
 )

@@ -19,13 +19,23 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporters.postgres.batcher import Batcher
+from exporters.postgres.database import (
+    DatabaseUnreachableError,
+    create_idle_pool,
+    create_pool,
+    known_database,
+    remember_database,
+)
+from exporters.postgres.database_metrics import DatabaseUtilization
 from exporters.postgres.dead_letter import DeadLetter
+from exporters.postgres.embedded import EmbeddedPostgres
 from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.lifecycle import Lifecycle
 from exporters.postgres.maintenance import ensure_partitions
 from exporters.postgres.mapping.common import FAST, Limits, set_limits
 from exporters.postgres.mapping_thread import MappingThread
+from exporters.postgres.migrate import migrate, schema_digest
 from exporters.postgres.replayer import Replayer
 from exporters.postgres.span_metrics_flush import SpanMetricsFlush
 from exporters.postgres.spool import Spool
@@ -33,24 +43,15 @@ from exporters.postgres.writer import Writer
 from exporters.prometheus.aggregator import PrometheusAggregator
 from exporters.prometheus.collector import register
 from exporters.prometheus.config import AggregatorConfig
-from sidecar import __version__, otlpwire
+from sidecar import __version__
 from sidecar.admin import make_admin_app
 from sidecar.config import Config, parse_endpoint, redact_dsn
-from sidecar.database import (
-    DatabaseUnreachableError,
-    create_idle_pool,
-    create_pool,
-    known_database,
-    remember_database,
-)
-from sidecar.database_metrics import DatabaseUtilization
-from sidecar.embedded import EmbeddedPostgres
 from sidecar.health import HealthState, recent
-from sidecar.migrate import migrate, schema_digest
-from sidecar.receivers.admission import Admission
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.admission import Admission
+from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
-from sidecar.telemetry import Telemetry
 
 log = logging.getLogger("otelpg")
 

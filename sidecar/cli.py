@@ -17,8 +17,8 @@ import yaml
 
 from sidecar import __version__
 from sidecar.config import Config, effective_config, load_config, nested
-from sidecar.errors import StartupError
 from sidecar.logging_setup import setup_logging
+from sidecar.pipeline.errors import StartupError
 
 log = logging.getLogger("otelpg")
 
@@ -97,8 +97,8 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stats(config: Config, args: argparse.Namespace) -> int:
+    from exporters.postgres.stats import format_local, format_stats, local_stats, table_stats
     from sidecar.app import open_database
-    from sidecar.stats import format_local, format_stats, local_stats, table_stats
 
     pool, embedded = await open_database(config)
     try:
@@ -121,8 +121,8 @@ async def _maintain(config: Config, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from exporters.postgres.lifecycle import run_maintenance
+    from exporters.postgres.migrate import pending
     from sidecar.app import open_database
-    from sidecar.migrate import pending
 
     pool, embedded = await open_database(config)
     try:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from sidecar.errors import ConfigError
+from sidecar.pipeline.errors import ConfigError
 
 REDACTED = "***"
 

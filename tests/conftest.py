@@ -35,7 +35,7 @@ def pg_server_dsn() -> Iterator[str]:
     if url:
         yield url
         return
-    from sidecar.embedded import EmbeddedPostgres
+    from exporters.postgres.embedded import EmbeddedPostgres
 
     tmp = Path(tempfile.mkdtemp(prefix="otelpg-test-pg-"))
     server = EmbeddedPostgres(tmp)

@@ -35,7 +35,7 @@ from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, any_value, jso
 from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import AGENT_STATES
 from exporters.postgres.writer import classify
-from sidecar.errors import RetryableError
+from sidecar.pipeline.errors import RetryableError
 
 __all__ = ["AgentTracker", "agent_identity"]
 

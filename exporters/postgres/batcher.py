@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from exporters.postgres.isolation import isolate, refused_rows
-from sidecar.errors import (
+from sidecar.pipeline.errors import (
     BackpressureError,
     DatabaseUnavailableError,
     OtelpgError,

@@ -15,7 +15,7 @@ import uuid_utils
 
 from exporters.postgres.batcher import Batcher
 from exporters.postgres.schema import SYSTEM_EVENTS
-from sidecar.errors import OtelpgError
+from sidecar.pipeline.errors import OtelpgError
 
 log = logging.getLogger("otelpg.events")
 

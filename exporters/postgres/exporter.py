@@ -28,11 +28,17 @@ from exporters.postgres.mapping.common import describe_rejections, rejection_mes
 from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
 from exporters.postgres.spool import Spool
-from sidecar import otlpwire
-from sidecar.consumer import ConsumeResult, ExportRequest
-from sidecar.errors import BackpressureError, DatabaseUnavailableError, DecodeError, RetryableError, ShuttingDownError
-from sidecar.receivers.signals import TRACES, Signal
-from sidecar.telemetry import Telemetry
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.consumer import ConsumeResult, ExportRequest
+from sidecar.pipeline.errors import (
+    BackpressureError,
+    DatabaseUnavailableError,
+    DecodeError,
+    RetryableError,
+    ShuttingDownError,
+)
+from sidecar.pipeline.signals import TRACES, Signal
+from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.exporter")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from sidecar.errors import OtelpgError, PermanentError
+from sidecar.pipeline.errors import OtelpgError, PermanentError
 
 U = TypeVar("U")
 

@@ -59,7 +59,7 @@ from exporters.postgres.schema import (
 )
 from exporters.postgres.writer import BatchHook, classify
 from sidecar.config import SETTINGS, Config, effective_config
-from sidecar.errors import PermanentError, RetryableError
+from sidecar.pipeline.errors import PermanentError, RetryableError
 
 log = logging.getLogger("otelpg.lifecycle")
 

@@ -8,7 +8,7 @@ mapping and writing alternated instead of overlapping. In a thread, the interpre
 GIL to the loop at every switch interval, so COPY chunks, body reads and acks keep flowing while
 requests are mapped (measured: +20% spans/s, docs/performance.md).
 
-A job is one chunk (sidecar.otlpwire: at most a few thousand protobuf messages), never a whole
+A job is one chunk (sidecar.pipeline.otlpwire: at most a few thousand protobuf messages), never a whole
 request: protobuf's decoder holds the GIL for a whole call, so a large request decoded at once
 would stall the loop; and jobs of concurrent requests interleave in the thread's queue, so one
 client's large request doesn't hold back everyone else's small ones.
@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from exporters.postgres.mapping import Mapped, map_logs, map_metrics, map_traces
 from exporters.postgres.mapping.common import Limits
-from sidecar.errors import DecodeError
-from sidecar.receivers.signals import LOGS, METRICS, TRACES, Signal
+from sidecar.pipeline.errors import DecodeError
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
 _MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
 

@@ -33,10 +33,10 @@ from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
 from exporters.postgres.spool import Record, Spool, read_segment
 from exporters.postgres.writer import Writer
-from sidecar import otlpwire
-from sidecar.errors import DecodeError, OtelpgError, PermanentError, RetryableError
-from sidecar.receivers.signals import BY_NAME
-from sidecar.telemetry import Telemetry
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.errors import DecodeError, OtelpgError, PermanentError, RetryableError
+from sidecar.pipeline.signals import BY_NAME
+from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.replayer")
 

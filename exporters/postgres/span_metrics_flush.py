@@ -23,8 +23,8 @@ from uuid_utils import uuid7
 
 from exporters.postgres.mapping.common import json_dumps, key_text
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
-from exporters.prometheus.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
-from sidecar.errors import OtelpgError, PermanentError
+from sidecar.pipeline.errors import OtelpgError, PermanentError
+from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
 
 log = logging.getLogger("otelpg.span_metrics")
 

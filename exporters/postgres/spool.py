@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.errors import BackpressureError
+from sidecar.pipeline.errors import BackpressureError
 
 log = logging.getLogger("otelpg.spool")
 

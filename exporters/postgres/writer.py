@@ -16,8 +16,8 @@ import asyncpg
 
 from exporters.postgres.batcher import Batch, Tables, merge_tables
 from exporters.postgres.schema import COPY_TABLES, OTEL_RESOURCES
-from sidecar.errors import DatabaseUnavailableError, OtelpgError, PermanentError, RetryableError
-from sidecar.telemetry import Telemetry
+from sidecar.pipeline.errors import DatabaseUnavailableError, OtelpgError, PermanentError, RetryableError
+from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.writer")
 

@@ -21,7 +21,8 @@ from exporters.prometheus.labels import LabelBuilder
 from exporters.prometheus.log_counts import LogCounts
 from exporters.prometheus.otlp_metrics import MetricsTranslator
 from exporters.prometheus.series import SeriesStore, Snapshot, Stats
-from exporters.prometheus.span_metrics import SpanKey, SpanMetrics, SpanMetricsDelta
+from exporters.prometheus.span_metrics import SpanMetrics
+from sidecar.pipeline.span_metrics import SpanKey, SpanMetricsDelta
 
 # Written by the self-metrics collector on the same registry; client metrics must not take them.
 SELF_METRIC_NAMES = (

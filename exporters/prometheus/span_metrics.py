@@ -13,47 +13,20 @@ are kept for `drain()`, which another component flushes to PostgreSQL every inte
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
 from operator import add
-from typing import NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from exporters.prometheus.labels import LabelKey, resource_identity
 from exporters.prometheus.series import OVERFLOW_KEY, OVERFLOW_LABELS, Hist, Scalar, SeriesStore
+from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
 
 CALLS_FAMILY = "traces_span_metrics_calls"  # rendered with `_total`
 DURATION_FAMILY = "traces_span_metrics_duration_seconds"
 
 _KINDS = {value: name for name, value in Span.SpanKind.items()}
 _STATUSES = {value: name for name, value in Status.StatusCode.items()}
-
-
-class SpanKey(NamedTuple):
-    service_name: str
-    span_name: str
-    span_kind: str
-    status_code: str
-
-    @property
-    def is_overflow(self) -> bool:
-        return self == OVERFLOW_SPAN_KEY
-
-
-OVERFLOW_SPAN_KEY = SpanKey("", "", "", "")
-"""Keys past the series cap, folded together (a real key always has a kind and a status)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpanMetricsDelta:
-    """What one key accumulated since the last drain, shaped like an OTLP delta histogram."""
-
-    calls: int
-    bounds: tuple[float, ...]
-    bucket_counts: tuple[int, ...]  # per bucket, len(bounds) + 1 (the last is +Inf)
-    sum: float  # seconds
-    count: int
 
 
 class SpanMetrics:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
-from sidecar.errors import UnauthenticatedError
+from sidecar.pipeline.errors import UnauthenticatedError
 
 _SCHEME = b"bearer"
 _BLANK = b" \t"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import zstandard
 
-from sidecar.errors import DecodeError, PayloadTooLargeError
+from sidecar.pipeline.errors import DecodeError, PayloadTooLargeError
 
 Account = Callable[[int], None]
 

@@ -30,8 +30,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from sidecar.errors import DecodeError, UnsupportedMediaTypeError
-from sidecar.receivers.signals import SIGNALS, Signal
+from sidecar.pipeline.errors import DecodeError, UnsupportedMediaTypeError
+from sidecar.pipeline.signals import SIGNALS, Signal
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

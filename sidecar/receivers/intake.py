@@ -1,6 +1,6 @@
 """From a received body to an `ExportRequest`: bounded event-loop time, memory reserved first.
 
-- Protobuf is never decoded here: `sidecar.otlpwire.split` checks the framing, counts items and
+- Protobuf is never decoded here: `sidecar.pipeline.otlpwire.split` checks the framing, counts items and
   cuts the request into chunks that exporters decode one at a time (a request of 9 million empty
   containers, 18 MiB inflated from 18 KB, costs a scan without the GIL, not seconds of decoding).
   Bodies above `THREAD_BYTES` are scanned in a worker thread, so the loop keeps serving.
@@ -18,12 +18,12 @@ import asyncio
 
 from google.protobuf.message import Message
 
-from sidecar import otlpwire
-from sidecar.consumer import ExportRequest
-from sidecar.errors import DecodeError, PayloadTooLargeError
-from sidecar.receivers.admission import Reservation
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.admission import Reservation
+from sidecar.pipeline.consumer import ExportRequest
+from sidecar.pipeline.errors import DecodeError, PayloadTooLargeError
+from sidecar.pipeline.signals import Signal
 from sidecar.receivers.encoding import JSON, decode_request
-from sidecar.receivers.signals import Signal
 
 THREAD_BYTES = 64 * 1024  # bodies above this are split / decoded in a worker thread
 

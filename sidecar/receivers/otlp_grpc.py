@@ -20,15 +20,15 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from sidecar.config import TlsConfig
-from sidecar.consumer import Consumer, ConsumeResult
-from sidecar.errors import DecodeError, PayloadTooLargeError
-from sidecar.receivers.admission import UNLIMITED, Admission
+from sidecar.pipeline.admission import UNLIMITED, Admission
+from sidecar.pipeline.consumer import Consumer, ConsumeResult
+from sidecar.pipeline.errors import DecodeError, PayloadTooLargeError
+from sidecar.pipeline.signals import SIGNALS, Signal
+from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.auth import BearerAuth
 from sidecar.receivers.encoding import PROTOBUF
 from sidecar.receivers.intake import export_request
-from sidecar.receivers.signals import SIGNALS, Signal
 from sidecar.receivers.status import Status, status_for
-from sidecar.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.grpc")
 

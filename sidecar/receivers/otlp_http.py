@@ -14,16 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.consumer import Consumer, ConsumeResult
-from sidecar.errors import DecodeError, IncompleteRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from sidecar.receivers.admission import UNLIMITED, Admission, Reservation
+from sidecar.pipeline.admission import UNLIMITED, Admission, Reservation
+from sidecar.pipeline.consumer import Consumer, ConsumeResult
+from sidecar.pipeline.errors import DecodeError, IncompleteRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from sidecar.pipeline.signals import SIGNALS, Signal
+from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.auth import BearerAuth
 from sidecar.receivers.compression import decompress
 from sidecar.receivers.encoding import PROTOBUF, encode_message, media_type, status_body
 from sidecar.receivers.intake import export_request
-from sidecar.receivers.signals import SIGNALS, Signal
 from sidecar.receivers.status import status_for
-from sidecar.telemetry import Telemetry
 
 TRANSPORT = "http"
 # Compressed bodies are inflated in a worker thread (zlib and zstd release the GIL), except those

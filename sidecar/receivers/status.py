@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sidecar.errors import (
+from sidecar.pipeline.errors import (
     BackpressureError,
     DatabaseUnavailableError,
     DecodeError,

@@ -32,8 +32,8 @@ def component_costs(signal: str, templates: list[Template], reps: int = 20) -> d
     """Per-item CPU µs of each step for one request of `signal` (averaged over the templates)."""
     from exporters.postgres.mapping import common, logs, map_logs, map_metrics, map_traces, metrics, traces
     from exporters.prometheus.aggregator import PrometheusAggregator
-    from sidecar import otlpwire
-    from sidecar.receivers.signals import BY_NAME
+    from sidecar.pipeline import otlpwire
+    from sidecar.pipeline.signals import BY_NAME
 
     mapper = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}[signal]
     module = {"traces": traces, "metrics": metrics, "logs": logs}[signal]

@@ -18,8 +18,8 @@ import asyncpg
 import psutil
 
 from exporters.postgres.maintenance import ensure_partitions
+from exporters.postgres.migrate import migrate
 from exporters.postgres.schema import COPY_TABLES
-from sidecar.migrate import migrate
 
 
 def with_search_path(dsn: str, schema: str) -> str:
@@ -41,7 +41,7 @@ class Server:
     def start(self) -> str:
         if self.url:
             return self.url
-        from sidecar.embedded import EmbeddedPostgres
+        from exporters.postgres.embedded import EmbeddedPostgres
 
         self.tmp = Path(tempfile.mkdtemp(prefix="otelpg-bench-pg-"))
         self.embedded = EmbeddedPostgres(self.tmp)

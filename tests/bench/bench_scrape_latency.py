@@ -182,7 +182,7 @@ def main() -> int:
     embedded = None
     server_dsn = args.database_url
     if server_dsn is None:
-        from sidecar.embedded import EmbeddedPostgres
+        from exporters.postgres.embedded import EmbeddedPostgres
 
         embedded = EmbeddedPostgres(work / "pg")
         with warnings.catch_warnings():

@@ -40,7 +40,7 @@ ITEMS = 20
 _CONTROLLER = """
 import sys, warnings
 warnings.simplefilter("ignore")
-from sidecar.embedded import EmbeddedPostgres
+from exporters.postgres.embedded import EmbeddedPostgres
 pg = EmbeddedPostgres(sys.argv[1])
 for line in sys.stdin:
     if line.strip() == "start":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from sidecar.migrate import migrate
+from exporters.postgres.migrate import migrate
 from tests.conftest import with_search_path
 from tests.deploy import fill
 from tests.otelpg_process import OtelpgProcess

@@ -29,14 +29,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_carries_the_migrations(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("sidecar/migrations/"))
+    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("exporters/postgres/migrations/"))
     assert shipped == sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
 
 
 def test_an_installed_otelpg_finds_its_migrations_without_a_checkout(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     zipfile.ZipFile(wheel).extractall(site)
-    code = "import sidecar.migrate as m; print(m.MIGRATIONS_DIR); print(' '.join(x.name for x in m.discover()))"
+    code = (
+        "import exporters.postgres.migrate as m; print(m.MIGRATIONS_DIR); print(' '.join(x.name for x in m.discover()))"
+    )
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     # -S keeps this environment's editable install (the checkout) out; its dependencies are added back.
     deps = [p for p in sys.path if p.endswith("site-packages")]

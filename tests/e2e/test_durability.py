@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from sidecar.embedded import EmbeddedPostgres
+from exporters.postgres.embedded import EmbeddedPostgres
 from tests.otelpg_process import OtelpgProcess
 
 pytestmark = pytest.mark.e2e

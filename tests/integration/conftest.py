@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from sidecar.migrate import migrate
+from exporters.postgres.migrate import migrate
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from exporters.postgres.database_metrics import DatabaseUtilization
 from exporters.postgres.maintenance import ensure_partitions
-from sidecar.database_metrics import DatabaseUtilization
-from sidecar.migrate import migrate
+from exporters.postgres.migrate import migrate
 
 
 async def test_refresh_then_scrape_and_a_failed_refresh_keeps_the_last_snapshot(db_dsn):

@@ -28,12 +28,12 @@ from exporters.postgres.mapping_thread import MappingThread, map_chunk
 from exporters.postgres.replayer import Replayer
 from exporters.postgres.spool import Spool
 from exporters.postgres.writer import Writer
-from sidecar import otlpwire
 from sidecar.config import Config
-from sidecar.consumer import ExportRequest
-from sidecar.receivers.admission import Admission
-from sidecar.receivers.signals import LOGS, METRICS, Signal
-from sidecar.telemetry import Telemetry
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.admission import Admission
+from sidecar.pipeline.consumer import ExportRequest
+from sidecar.pipeline.signals import LOGS, METRICS, Signal
+from sidecar.pipeline.telemetry import Telemetry
 from tests.unit.mapping.builders import kvs, resource
 
 NOW_NS = time.time_ns()

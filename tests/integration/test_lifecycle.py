@@ -27,6 +27,7 @@ from exporters.postgres.ids import request_ids
 from exporters.postgres.lifecycle import Lifecycle, retention_days
 from exporters.postgres.maintenance import ensure_partitions, maintain, partition_name
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from exporters.postgres.migrate import migrate
 from exporters.postgres.schema import (
     PARTITIONING,
     PERFORMANCE_METRICS,
@@ -35,11 +36,10 @@ from exporters.postgres.schema import (
     SYSTEM_EVENTS,
     USER_ANALYTICS,
 )
+from exporters.postgres.stats import TOTAL, format_stats, table_stats
 from exporters.postgres.writer import Writer
 from sidecar.config import AgentStatesConfig, Config, UserAnalyticsConfig
-from sidecar.migrate import migrate
-from sidecar.stats import TOTAL, format_stats, table_stats
-from sidecar.telemetry import Telemetry
+from sidecar.pipeline.telemetry import Telemetry
 from tests.unit.mapping.builders import kvs, resource
 
 NOW = dt.datetime(2031, 3, 10, 12, 30, tzinfo=dt.UTC)

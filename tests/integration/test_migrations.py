@@ -5,8 +5,8 @@ import asyncpg
 import pytest
 
 from exporters.postgres.maintenance import ensure_partitions
+from exporters.postgres.migrate import Migration, MigrationError, discover, migrate, pending
 from exporters.postgres.schema import COPY_TABLES, PARTITIONED_TABLES
-from sidecar.migrate import Migration, MigrationError, discover, migrate, pending
 
 EXPECTED_TABLES = {
     "system_events",

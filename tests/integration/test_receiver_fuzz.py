@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from exporters.postgres.ids import request_ids
 from exporters.postgres.mapping_thread import map_chunk
-from sidecar.consumer import ConsumeResult, ExportRequest
+from sidecar.pipeline.consumer import ConsumeResult, ExportRequest
+from sidecar.pipeline.signals import SIGNALS
+from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
-from sidecar.receivers.signals import SIGNALS
-from sidecar.telemetry import Telemetry
 
 
 class MappingConsumer:

@@ -15,12 +15,12 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from prometheus_client import CollectorRegistry
 
-from sidecar.consumer import ConsumeResult, ExportRequest
-from sidecar.errors import BackpressureError
+from sidecar.pipeline.consumer import ConsumeResult, ExportRequest
+from sidecar.pipeline.errors import BackpressureError
+from sidecar.pipeline.signals import LOGS, TRACES
+from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
-from sidecar.receivers.signals import LOGS, TRACES
-from sidecar.telemetry import Telemetry
 
 MiB = 1 << 20
 

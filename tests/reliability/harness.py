@@ -71,7 +71,7 @@ shutdown:
 _CONTROLLER = """
 import sys, warnings
 warnings.simplefilter("ignore")
-from sidecar.embedded import EmbeddedPostgres
+from exporters.postgres.embedded import EmbeddedPostgres
 pg = EmbeddedPostgres(sys.argv[1])
 print(pg.start(), flush=True)
 sys.stdin.read()  # until the suite closes stdin, or exits

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from sidecar.errors import BackpressureError
-from sidecar.receivers.admission import Admission
+from sidecar.pipeline.admission import Admission
+from sidecar.pipeline.errors import BackpressureError
 
 MiB = 1 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.errors import UnauthenticatedError
+from sidecar.pipeline.errors import UnauthenticatedError
 from sidecar.receivers.auth import BearerAuth
 
 TOKEN = "s3cret-tok.en_~+/=="

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from exporters.postgres.batcher import MAX_ROW_WRITES, Batch, Batcher
-from sidecar.errors import BackpressureError, DatabaseUnavailableError, PermanentError
+from sidecar.pipeline.errors import BackpressureError, DatabaseUnavailableError, PermanentError
 
 
 class Recorder:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import zstandard
 
-from sidecar.errors import BackpressureError, DecodeError, PayloadTooLargeError
+from sidecar.pipeline.errors import BackpressureError, DecodeError, PayloadTooLargeError
 from sidecar.receivers.compression import decompress
 
 MiB = 1 << 20

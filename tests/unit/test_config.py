@@ -11,7 +11,7 @@ from sidecar.config import (
     parse_endpoint,
     redact_dsn,
 )
-from sidecar.errors import ConfigError
+from sidecar.pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

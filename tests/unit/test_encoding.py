@@ -23,7 +23,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_ERROR
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from sidecar.errors import DecodeError, UnsupportedMediaTypeError
+from sidecar.pipeline.errors import DecodeError, UnsupportedMediaTypeError
+from sidecar.pipeline.signals import LOGS, METRICS, SIGNALS, TRACES, Signal
 from sidecar.receivers.encoding import (
     JSON,
     PROTOBUF,
@@ -34,7 +35,6 @@ from sidecar.receivers.encoding import (
     message_to_otlp_json,
     status_body,
 )
-from sidecar.receivers.signals import LOGS, METRICS, SIGNALS, TRACES, Signal
 
 TESTDATA = Path(__file__).parent.parent / "testdata" / "otlp"
 

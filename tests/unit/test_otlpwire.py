@@ -1,4 +1,4 @@
-"""sidecar.otlpwire.split: chunks that parse back to the request, per-item limits, hostile bodies,
+"""sidecar.pipeline.otlpwire.split: chunks that parse back to the request, per-item limits, hostile bodies,
 framing errors exactly where upb reports them, and C == Python on generated and random input."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as mt
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1 import trace_pb2 as tr
 
-from sidecar import otlpwire
-from sidecar.otlpwire import LOGS, METRICS, TRACES, Split
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.otlpwire import LOGS, METRICS, TRACES, Split
 
 REQUESTS: dict[int, type[Message]] = {
     TRACES: ExportTraceServiceRequest,
@@ -33,7 +33,7 @@ REQUESTS: dict[int, type[Message]] = {
     LOGS: ExportLogsServiceRequest,
 }
 SIGNALS = (TRACES, METRICS, LOGS)
-NO_C = "sidecar._otlpwire is not built (no C compiler at install): only the Python implementation runs"
+NO_C = "sidecar.pipeline._otlpwire is not built (no C compiler at install): only the Python implementation runs"
 IMPLS = ["python", pytest.param("c", marks=pytest.mark.skipif(otlpwire._scan_c is None, reason=NO_C))]
 DEFAULTS = {"chunk_messages": 16384, "item_messages": 65536, "max_depth": 64}
 

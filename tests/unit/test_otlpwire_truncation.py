@@ -1,4 +1,4 @@
-"""sidecar.otlpwire.split(max_list=N): every attribute list and array keeps its first N elements in
+"""sidecar.pipeline.otlpwire.split(max_list=N): every attribute list and array keeps its first N elements in
 the chunks, exactly as the mapping's Limits.max_attributes keeps them: the chunks parse to the
 request with its lists cut (protobuf's merge and oneof rules included), map to the same rows, and
 C == Python on generated, merged, random and hostile input."""
@@ -27,8 +27,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2 as tr
 
 from exporters.postgres.mapping import common as mapping_common
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
-from sidecar import otlpwire
-from sidecar.otlpwire import LOGS, METRICS, TRACES, Split
+from sidecar.pipeline import otlpwire
+from sidecar.pipeline.otlpwire import LOGS, METRICS, TRACES, Split
 
 from .test_otlpwire import (
     CHILDREN,

@@ -17,8 +17,8 @@ from exporters.postgres.span_metrics_flush import (
     span_metric_rows,
 )
 from exporters.prometheus.config import SPAN_DURATION_BOUNDS_SECONDS
-from exporters.prometheus.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
-from sidecar.errors import DatabaseUnavailableError, PermanentError
+from sidecar.pipeline.errors import DatabaseUnavailableError, PermanentError
+from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
 from tests.unit.prometheus.builders import new_aggregator, span, traces_request
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

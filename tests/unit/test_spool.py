@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporters.postgres.spool import Spool, read_segment
-from sidecar.errors import BackpressureError
+from sidecar.pipeline.errors import BackpressureError
 
 
 async def test_appends_are_durable_and_read_back_in_order(tmp_path):
@@ -199,7 +199,7 @@ def test_disk_full_is_logged_counted_and_refused(tmp_path):
         """
         import asyncio, errno, json, logging, os, resource, signal
         from exporters.postgres.spool import Spool, read_segment
-        from sidecar.errors import BackpressureError
+        from sidecar.pipeline.errors import BackpressureError
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

@@ -2,7 +2,7 @@ import asyncpg
 import pytest
 
 from exporters.postgres.writer import classify
-from sidecar.errors import DatabaseUnavailableError, PermanentError
+from sidecar.pipeline.errors import DatabaseUnavailableError, PermanentError
 
 
 def _pg(cls: type[asyncpg.PostgresError]) -> asyncpg.PostgresError:

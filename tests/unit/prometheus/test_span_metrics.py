@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from exporters.prometheus.config import SPAN_DURATION_BOUNDS_SECONDS
-from exporters.prometheus.span_metrics import OVERFLOW_SPAN_KEY, SpanKey
+from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey
 from tests.unit.prometheus.builders import new_aggregator, only_value, scrape, span, traces_request
 
 SERVER_OK = {

@@ -19,7 +19,7 @@ import asyncpg
 
 from sidecar import __version__
 from sidecar.config import DatabaseConfig, redact_dsn
-from sidecar.errors import StartupError
+from sidecar.pipeline.errors import StartupError
 
 MARKER_FILE = "database.json"
 

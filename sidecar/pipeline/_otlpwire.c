@@ -1,6 +1,6 @@
-/* sidecar._otlpwire: the C implementation of sidecar.otlpwire.split().
+/* sidecar.pipeline._otlpwire: the C implementation of sidecar.pipeline.otlpwire.split().
  *
- * What it does, its limits and why are documented in sidecar/otlpwire.py, which also holds the
+ * What it does, its limits and why are documented in sidecar/pipeline/otlpwire.py, which also holds the
  * pure-Python reference implementation of the same algorithm: the two must return identical
  * results and raise identical errors (tests/unit/test_otlpwire.py checks it on generated and
  * random input). Keep them in step: the functions doing the work have same-named twins there;
@@ -1214,12 +1214,12 @@ error:
 static PyMethodDef methods[] = {
     {"split", py_split, METH_VARARGS,
      "split(signal, data, chunk_messages, item_messages, max_depth, max_list=0) -> "
-     "(chunks, items, rejected, first_kind, first_count, messages, truncated); see sidecar.otlpwire.split."},
+     "(chunks, items, rejected, first_kind, first_count, messages, truncated); see sidecar.pipeline.otlpwire.split."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "sidecar._otlpwire", "C implementation of sidecar.otlpwire.split().", -1, methods,
+    PyModuleDef_HEAD_INIT, "sidecar.pipeline._otlpwire", "C implementation of sidecar.pipeline.otlpwire.split().", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,5 +1,5 @@
 """
-## Splitting OTLP requests before parsing them (`sidecar.otlpwire`)
+## Splitting OTLP requests before parsing them (`sidecar.pipeline.otlpwire`)
 
 Parsing a whole OTLP export request with protobuf holds the GIL for as long as it takes: upb
 spends 65-160 ns per (sub-)message, so an 18 KB gzip body that inflates to 18 MiB of empty
@@ -76,7 +76,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 try:
-    from sidecar import _otlpwire  # type: ignore[attr-defined]  # the C extension: no stub
+    from sidecar.pipeline import _otlpwire  # type: ignore[attr-defined]  # the C extension: no stub
 except ImportError:  # no C compiler at install time: same results, ~400x slower
     _otlpwire = None
 

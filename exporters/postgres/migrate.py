@@ -1,7 +1,7 @@
 """Versioned SQL migrations: `migrations/NNNN_name.sql`, applied in order, one transaction each.
 
 They are read from `OTELPG_MIGRATIONS_DIR` if set, else from the checkout's `migrations/` (a
-source tree or an editable install), else from the installed package (`sidecar/migrations`,
+source tree or an editable install), else from the installed package (`exporters/postgres/migrations`,
 where a wheel carries them: see setup.py).
 
 Applied versions are recorded with a checksum in `schema_migrations`; an applied file that
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import asyncpg
 
-from sidecar.errors import StartupError
+from sidecar.pipeline.errors import StartupError
 
 
 def _migrations_dir() -> Traversable:
     if os.environ.get("OTELPG_MIGRATIONS_DIR"):
         return Path(os.environ["OTELPG_MIGRATIONS_DIR"])
-    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
     if checkout.is_dir():
         return checkout
-    return resources.files("sidecar") / "migrations"
+    return resources.files("exporters.postgres") / "migrations"
 
 
 MIGRATIONS_DIR = _migrations_dir()

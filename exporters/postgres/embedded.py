@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sidecar.errors import StartupError
+from sidecar.pipeline.errors import StartupError
 
 log = logging.getLogger("otelpg.embedded")
 

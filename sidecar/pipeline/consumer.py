@@ -1,9 +1,9 @@
 """The seam between receivers and exporters: one `ExportRequest` in, a `ConsumeResult` out.
 
 A receiver reads, decompresses and (for OTLP/JSON) re-encodes a request as protobuf, splits it
-into independently decodable chunks without decoding it (`sidecar.otlpwire`), and awaits
+into independently decodable chunks without decoding it (`sidecar.pipeline.otlpwire`), and awaits
 `consume(request)`; that returns once the data is durable (committed in PostgreSQL or fsynced to
-the spool) or raises a `sidecar.errors` error. Exporters decode the chunks one at a time, so no
+the spool) or raises a `sidecar.pipeline.errors` error. Exporters decode the chunks one at a time, so no
 single step holds the interpreter for long, whatever the request's size or shape.
 Receivers never import asyncpg; exporters never import aiohttp or grpc.
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from sidecar.receivers.admission import Admission, Reservation
-from sidecar.receivers.signals import Signal
+from sidecar.pipeline.admission import Admission, Reservation
+from sidecar.pipeline.signals import Signal
 
 if TYPE_CHECKING:
-    from sidecar.otlpwire import Split
+    from sidecar.pipeline.otlpwire import Split
 
 
 @dataclass(frozen=True, slots=True)

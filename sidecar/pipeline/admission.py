@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from sidecar.errors import BackpressureError
+from sidecar.pipeline.errors import BackpressureError
 
 RETRY_AFTER = 1.0
 

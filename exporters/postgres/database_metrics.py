@@ -1,6 +1,6 @@
 """Database utilization on /metrics: bytes, estimated rows and partitions per table, database size.
 
-A background task runs the catalog queries (`sidecar.stats.catalog_stats`) every `interval` seconds
+A background task runs the catalog queries (`exporters.postgres.stats.catalog_stats`) every `interval` seconds
 and swaps in an immutable snapshot; `collect()` only reads that snapshot (no SQL, no awaits), so a
 scrape never waits for PostgreSQL. Until the first refresh succeeds the families are absent.
 """
@@ -16,7 +16,7 @@ import asyncpg
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from sidecar.stats import catalog_stats
+from exporters.postgres.stats import catalog_stats
 
 log = logging.getLogger("otelpg.database_metrics")
 

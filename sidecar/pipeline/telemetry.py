@@ -29,7 +29,7 @@ class Telemetry:
     Two more self-telemetry collectors sit on the same registry: the Prometheus aggregator's
     `otelpg_prometheus_active_series` and `otelpg_prometheus_dropped_points_total{reason}`
     (exporters.prometheus.collector), and the `otelpg_database_*` utilization gauges
-    (sidecar.database_metrics).
+    (exporters.postgres.database_metrics).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
