@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporters.postgres.batcher import Batcher
+from exporters.postgres.config import redact_dsn
 from exporters.postgres.database import (
     DatabaseUnreachableError,
     create_idle_pool,
@@ -42,14 +43,14 @@ from exporters.postgres.spool import Spool
 from exporters.postgres.writer import Writer
 from exporters.prometheus.aggregator import PrometheusAggregator
 from exporters.prometheus.collector import register
-from exporters.prometheus.config import AggregatorConfig
 from sidecar import __version__
 from sidecar.admin import make_admin_app
-from sidecar.config import Config, parse_endpoint, redact_dsn
+from sidecar.config import Config
 from sidecar.health import HealthState, recent
 from sidecar.pipeline import otlpwire
 from sidecar.pipeline.admission import Admission
 from sidecar.pipeline.telemetry import Telemetry
+from sidecar.receivers.config import parse_endpoint
 from sidecar.receivers.otlp_grpc import GrpcReceiver
 from sidecar.receivers.otlp_http import HttpReceiver
 
@@ -125,13 +126,7 @@ class App:
                 "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)"
             )
         self.telemetry.bind_truncations(Limits.truncated)
-        self.aggregator = PrometheusAggregator(
-            AggregatorConfig(
-                expiry_seconds=config.prometheus.series_expiry,
-                max_series_per_metric=config.prometheus.max_series_per_metric,
-                max_series_total=config.prometheus.max_series_total,
-            )
-        )
+        self.aggregator = PrometheusAggregator(config.prometheus)
         register(self.registry, self.aggregator)
         self.database_stats = DatabaseUtilization(config.prometheus.database_stats_interval, self.registry)
         self.health = HealthState(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
+from exporters.postgres.config import DatabaseConfig, redact_dsn
 from sidecar import __version__
-from sidecar.config import DatabaseConfig, redact_dsn
 from sidecar.pipeline.errors import StartupError
 
 MARKER_FILE = "database.json"

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from exporters.prometheus.config import AggregatorConfig
+from exporters.prometheus.config import RESERVED_PREFIXES, SPAN_DURATION_BOUNDS_SECONDS, PrometheusConfig
 from exporters.prometheus.labels import LabelBuilder
 from exporters.prometheus.log_counts import LogCounts
 from exporters.prometheus.otlp_metrics import MetricsTranslator
@@ -39,22 +39,22 @@ class PrometheusAggregator:
     `now` arguments are seconds on the `clock` (monotonic by default); tests inject them.
     """
 
-    def __init__(self, config: AggregatorConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config = config or AggregatorConfig()
+    def __init__(self, config: PrometheusConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config = config or PrometheusConfig()
         self._clock = clock
         self._lock = threading.Lock()
         self._store = SeriesStore(
             max_series_per_metric=config.max_series_per_metric,
             max_series_total=config.max_series_total,
-            expiry_seconds=config.expiry_seconds,
-            reserved_prefixes=config.reserved_prefixes,
+            expiry_seconds=config.series_expiry,
+            reserved_prefixes=RESERVED_PREFIXES,
         )
         self._store.reserve(*SELF_METRIC_NAMES)
         self._metrics = MetricsTranslator(self._store, LabelBuilder(), config)
-        self._spans = SpanMetrics(self._store, config.span_duration_bounds)
+        self._spans = SpanMetrics(self._store, SPAN_DURATION_BOUNDS_SECONDS)
         self._logs = LogCounts(self._store)
         # Sweep often enough that expiry is timely without scanning families on every request.
-        self._sweep_every = min(1.0, config.expiry_seconds / 10)
+        self._sweep_every = min(1.0, config.series_expiry / 10)
         self._last_sweep = -float("inf")
 
     def observe_metrics(self, request: ExportMetricsServiceRequest, now: float | None = None) -> None:
@@ -90,7 +90,7 @@ class PrometheusAggregator:
             return self._store.snapshot()
 
     def expire(self, now: float | None = None) -> int:
-        """Remove series idle for longer than expiry_seconds; returns how many."""
+        """Remove series idle for longer than series_expiry; returns how many."""
         now = self._clock() if now is None else now
         with self._lock:
             self._last_sweep = now

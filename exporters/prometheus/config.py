@@ -1,10 +1,11 @@
-"""User-facing settings of the Prometheus aggregator, with the Collector's defaults."""
+"""The Prometheus exporter's settings (the `prometheus` section), with the Collector's defaults."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+
+from sidecar.pipeline.errors import ConfigError
+from sidecar.pipeline.settings import setting
 
 # spanmetrics connector defaultHistogramBucketsMs, in seconds (Collector contrib, connector/spanmetricsconnector).
 SPAN_DURATION_BOUNDS_SECONDS: tuple[float, ...] = (
@@ -27,48 +28,51 @@ SPAN_DURATION_BOUNDS_SECONDS: tuple[float, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AggregatorConfig:
-    expiry_seconds: float = 300.0
-    """A series not updated for this long disappears (the Collector's `metric_expiration`, 5m)."""
-    max_series_per_metric: int = 2000
-    """New label sets past this fold into one `otel_metric_overflow="true"` series (SDK default 2000)."""
-    max_series_total: int = 20_000
-    """Across all families. Rendering costs ~15 µs per sample and Prometheus times out at 10 s."""
-    namespace: str = ""
-    """Prefix for translated OTLP metric names (the Collector's `namespace`)."""
-    scope_labels: bool = True
-    """Add `otel_scope_name`, `otel_scope_version`, `otel_scope_schema_url`, `otel_scope_<attr>`."""
-    target_info: bool = True
-    """One `target_info` series per job/instance carrying the other resource attributes."""
-    gauge_ratio_suffix: bool = True
-    """`_ratio` for gauges with unit `1`, as the Collector and Prometheus still do."""
-    non_monotonic_delta: Literal["drop", "accumulate"] = "drop"
-    """Delta UpDownCounters: dropped like the Collector, or accumulated into a gauge."""
-    exponential_histogram_scale: int = 0
-    """Exported scale of exponential histograms; 0 gives power-of-two `le` bounds."""
-    exponential_histogram_max_buckets: int = 160
-    """Per sign; wider points are downscaled further (160 is the SDK's default max_size)."""
-    span_duration_bounds: tuple[float, ...] = SPAN_DURATION_BOUNDS_SECONDS
-    reserved_prefixes: tuple[str, ...] = ("otelpg_",)
-    """Client metric names that would collide with otelpg's self-telemetry on the same registry."""
+RESERVED_PREFIXES: tuple[str, ...] = ("otelpg_",)
+"""Client metric names that would collide with otelpg's self-telemetry on the same registry."""
 
-    def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"exporters.prometheus.{key}: {why}")
 
-        if not self.expiry_seconds > 0:
-            raise bad("expiry_seconds", "must be > 0")
-        if self.max_series_per_metric < 1:
-            raise bad("max_series_per_metric", "must be >= 1")
-        if self.max_series_total < 1:
-            raise bad("max_series_total", "must be >= 1")
-        if self.non_monotonic_delta not in ("drop", "accumulate"):
-            raise bad("non_monotonic_delta", "must be 'drop' or 'accumulate'")
-        if not -10 <= self.exponential_histogram_scale <= 20:
-            raise bad("exponential_histogram_scale", "must be between -10 and 20")
+@dataclass(frozen=True)
+class PrometheusConfig:
+    series_expiry: float = setting(
+        300.0,
+        "Seconds a received metric series is exported after its last update (the Collector's metric_expiration).",
+        positive=True,
+    )
+    max_series_per_metric: int = setting(
+        2000, "Series per metric name; beyond it, points fold into one otel_metric_overflow series.", positive=True
+    )
+    max_series_total: int = setting(
+        20_000, "Series across all received metrics (bounds the exposition size).", positive=True
+    )
+    span_metrics_flush_interval: float = setting(
+        60.0, "Seconds between flushes of span-derived aggregates to performance_metrics (0 disables)."
+    )
+    database_stats_interval: float = setting(
+        30.0, "Seconds between refreshes of the database utilization gauges from the catalog (0 disables)."
+    )
+    namespace: str = setting("", "Prefix of translated OTLP metric names (the Collector's namespace).")
+    scope_labels: bool = setting(
+        True, "Add otel_scope_name, otel_scope_version, otel_scope_schema_url and otel_scope_<attribute> labels."
+    )
+    target_info: bool = setting(
+        True, "Export one target_info series per job/instance carrying the other resource attributes."
+    )
+    gauge_ratio_suffix: bool = setting(True, "Suffix _ratio on gauges with unit 1, as the Collector does.")
+    non_monotonic_delta: str = setting(
+        "drop",
+        "Delta UpDownCounters: drop (as the Collector does) or accumulate into a gauge.",
+        choices=("drop", "accumulate"),
+    )
+    exponential_histogram_scale: int = setting(
+        0, "Exported scale of exponential histograms (-10..20); 0 gives power-of-two le bounds.", minimum=-10
+    )
+    exponential_histogram_max_buckets: int = setting(
+        160, "Buckets per sign of an exported exponential histogram; wider points are downscaled (SDK default)."
+    )
+
+    def validate(self) -> None:
+        if self.exponential_histogram_scale > 20:
+            raise ConfigError("exponential_histogram_scale", "must be between -10 and 20")
         if self.exponential_histogram_max_buckets < 2:
-            raise bad("exponential_histogram_max_buckets", "must be >= 2")
-        bounds = self.span_duration_bounds
-        if not bounds or any(not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
-            raise bad("span_duration_bounds", "must be finite, strictly ascending and not empty")
+            raise ConfigError("exponential_histogram_max_buckets", "must be at least 2")

@@ -34,7 +34,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 
 from exporters.prometheus import exp_histogram, temporality
-from exporters.prometheus.config import AggregatorConfig
+from exporters.prometheus.config import PrometheusConfig
 from exporters.prometheus.labels import (
     BaseLabels,
     LabelBuilder,
@@ -69,7 +69,7 @@ TARGET_FAMILY = "target"  # rendered `target_info`
 
 
 class MetricsTranslator:
-    def __init__(self, store: SeriesStore, labels: LabelBuilder, config: AggregatorConfig) -> None:
+    def __init__(self, store: SeriesStore, labels: LabelBuilder, config: PrometheusConfig) -> None:
         self._store = store
         self._labels = labels
         self._config = config

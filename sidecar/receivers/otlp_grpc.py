@@ -19,13 +19,13 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from sidecar.config import TlsConfig
 from sidecar.pipeline.admission import UNLIMITED, Admission
 from sidecar.pipeline.consumer import Consumer, ConsumeResult
 from sidecar.pipeline.errors import DecodeError, PayloadTooLargeError
 from sidecar.pipeline.signals import SIGNALS, Signal
 from sidecar.pipeline.telemetry import Telemetry
 from sidecar.receivers.auth import BearerAuth
+from sidecar.receivers.config import TlsConfig
 from sidecar.receivers.encoding import PROTOBUF
 from sidecar.receivers.intake import export_request
 from sidecar.receivers.status import Status, status_for

@@ -2,16 +2,16 @@ from pathlib import Path
 
 import pytest
 
+from exporters.postgres.config import redact_dsn
 from sidecar.config import (
     SETTINGS,
     Config,
     documented_yaml,
     effective_config,
     load_config,
-    parse_endpoint,
-    redact_dsn,
 )
 from sidecar.pipeline.errors import ConfigError
+from sidecar.receivers.config import parse_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

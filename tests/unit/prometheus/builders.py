@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from exporters.prometheus.aggregator import PrometheusAggregator
 from exporters.prometheus.collector import register
-from exporters.prometheus.config import AggregatorConfig
+from exporters.prometheus.config import PrometheusConfig
 from exporters.prometheus.exposition import render
 
 CUMULATIVE = m.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -267,7 +267,7 @@ class FakeClock:
 
 def new_aggregator(**config: Any) -> tuple[PrometheusAggregator, FakeClock]:
     clock = FakeClock()
-    return PrometheusAggregator(AggregatorConfig(**config), clock=clock), clock
+    return PrometheusAggregator(PrometheusConfig(**config), clock=clock), clock
 
 
 def registry_for(aggregator: PrometheusAggregator) -> CollectorRegistry:

@@ -220,7 +220,7 @@ def test_promtool_check_metrics_passes(aggregator):
 
 
 def test_rendering_in_threads_while_the_loop_ingests():
-    agg, clock = new_aggregator(max_series_per_metric=300, expiry_seconds=5)
+    agg, clock = new_aggregator(max_series_per_metric=300, series_expiry=5)
     registry = registry_for(agg)
     errors: list[BaseException] = []
     renders = 0

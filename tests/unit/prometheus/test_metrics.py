@@ -557,7 +557,7 @@ def test_no_recorded_value_removes_only_that_series():
 
 
 def test_series_expire_after_expiry_seconds_without_update():
-    agg, clock = new_aggregator(expiry_seconds=300)
+    agg, clock = new_aggregator(series_expiry=300)
     agg.observe_metrics(metrics_request(gauge("old", [number(1)]), gauge("kept", [number(1)])))
     clock.now += 200
     agg.observe_metrics(metrics_request(gauge("kept", [number(2)]), resource={"service.name": "other"}))
@@ -569,7 +569,7 @@ def test_series_expire_after_expiry_seconds_without_update():
 
 
 def test_expiry_happens_without_scrapes_and_frees_the_name_for_another_type():
-    agg, clock = new_aggregator(expiry_seconds=60)
+    agg, clock = new_aggregator(series_expiry=60)
     agg.observe_metrics(metrics_request(gauge("flip", [number(1)])))
     clock.now += 61
     agg.observe_metrics(metrics_request(sum_("x", [number(1)])))  # any later request sweeps
@@ -581,7 +581,7 @@ def test_expiry_happens_without_scrapes_and_frees_the_name_for_another_type():
 
 
 def test_observe_uses_the_injected_now():
-    agg, clock = new_aggregator(expiry_seconds=10)
+    agg, clock = new_aggregator(series_expiry=10)
     agg.observe_metrics(metrics_request(gauge("g", [number(1)])), now=clock.now + 100)
     clock.now += 105
     assert "g" in scrape(agg)  # 5 s after its injected arrival time
