@@ -223,12 +223,7 @@ class App:
             if not spool.empty:
                 log.info("spool holds %d bytes from an earlier run: replaying", spool.bytes)
         self._watch_health()
-        observe = {
-            "traces": self.aggregator.observe_traces,
-            "metrics": self.aggregator.observe_metrics,
-            "logs": self.aggregator.observe_logs,
-        }
-        after_commit = [lambda signal, message: observe[signal](message), lifecycle.after_commit]
+        after_commit = [self.aggregator.observe, lifecycle.after_commit]
         exporter = PostgresExporter(
             self.batcher,
             self.mapping,

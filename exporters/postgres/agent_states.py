@@ -36,6 +36,7 @@ from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import AGENT_STATES
 from exporters.postgres.writer import classify
 from sidecar.pipeline.errors import RetryableError
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
 __all__ = ["AgentTracker", "agent_identity"]
 
@@ -188,10 +189,10 @@ class AgentTracker:
         if len(agent.errors) > self.error_log_size:
             agent.errors.pop()
 
-    def observe(self, signal: str, request: Any, now: float | None = None) -> None:
-        """Account for one durable OTLP export request ('traces' | 'metrics' | 'logs')."""
+    def observe(self, signal: Signal, request: Any, now: float | None = None) -> None:
+        """Account for one durable OTLP export request of any signal."""
         now = self._clock() if now is None else now
-        if signal == "traces":
+        if signal is TRACES:
             for rs in request.resource_spans:
                 agent = self._agent(rs.resource, rs.schema_url, now)
                 if agent is None:
@@ -211,7 +212,7 @@ class AgentTracker:
                                 "message": _short(sp.status.message), "trace_id": sp.trace_id.hex(),
                             })  # fmt: skip
                 self._count(agent, now, _SPANS, n, errors)
-        elif signal == "logs":
+        elif signal is LOGS:
             for rl in request.resource_logs:
                 agent = self._agent(rl.resource, rl.schema_url, now)
                 if agent is None:
@@ -236,7 +237,7 @@ class AgentTracker:
                                 entry["trace_id"] = rec.trace_id.hex()
                             self._error(agent, entry)
                 self._count(agent, now, _LOGS, n, errors)
-        elif signal == "metrics":
+        elif signal is METRICS:
             for rm in request.resource_metrics:
                 agent = self._agent(rm.resource, rm.schema_url, now)
                 if agent is None:

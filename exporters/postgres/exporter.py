@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from google.protobuf.message import Message
+
 from exporters.postgres.batcher import Batcher, RefusedRow
 from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import new_seed, request_ids
@@ -45,7 +47,7 @@ log = logging.getLogger("otelpg.exporter")
 # Called once a request is durable (committed, or fsynced to the spool), with each of its decoded
 # chunks, e.g. to feed the Prometheus aggregates, so a request the client retries is never counted
 # twice. Called on the event loop: bounded work per chunk.
-AfterCommit = Callable[[str, Any], None]
+AfterCommit = Callable[[Signal, Message], None]
 
 _SE = {name: i for i, name in enumerate(SYSTEM_EVENTS_COLUMNS)}
 _PM = {name: i for i, name in enumerate(PERFORMANCE_METRICS_COLUMNS)}
@@ -140,10 +142,10 @@ class PostgresExporter:
         await self._to_spool(request, received_ns, seed)
         writes.observe_rest()
 
-    def _observe(self, signal: Signal, message: Any) -> None:
+    def _observe(self, signal: Signal, message: Message) -> None:
         for observe in self._after_commit:
             try:  # the chunk is durable: nothing here may fail the request (the client would resend it)
-                observe(signal.name, message)
+                observe(signal, message)
             except Exception:
                 log.exception("after-commit observer failed for a %s request", signal.name)
 
@@ -197,7 +199,7 @@ class PostgresExporter:
     async def _to_spool(self, request: ExportRequest, received_ns: int, seed: int) -> None:
         if self._spool is None:
             raise DatabaseUnavailableError("PostgreSQL is unavailable, retry later", retry_after=5)
-        await self._spool.append(request.signal.name, received_ns, request.body, seed)
+        await self._spool.append(request.signal, received_ns, request.body, seed)
         if self._telemetry is not None:
             self._telemetry.spooled_requests.labels(request.signal.name).inc()
         self._on_spooled()

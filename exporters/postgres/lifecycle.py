@@ -60,6 +60,7 @@ from exporters.postgres.schema import (
 from exporters.postgres.writer import BatchHook, classify
 from sidecar.config import SETTINGS, Config, effective_config
 from sidecar.pipeline.errors import PermanentError, RetryableError
+from sidecar.pipeline.signals import Signal
 
 log = logging.getLogger("otelpg.lifecycle")
 
@@ -290,7 +291,7 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ after commit
 
-    def after_commit(self, signal: str, request: Any) -> None:
+    def after_commit(self, signal: Signal, request: Any) -> None:
         if self.agents is not None:
             self.agents.observe(signal, request)
 

@@ -35,7 +35,6 @@ from exporters.postgres.spool import Record, Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.pipeline import otlpwire
 from sidecar.pipeline.errors import DecodeError, OtelpgError, PermanentError, RetryableError
-from sidecar.pipeline.signals import BY_NAME
 from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.replayer")
@@ -154,7 +153,7 @@ class Replayer:
         return committed, len(records), dead
 
     async def _map(self, record: Record) -> _Mapped:
-        signal = BY_NAME[record.signal]
+        signal = record.signal
         # Cut as on intake (where the cuts were counted already).
         split = await asyncio.to_thread(otlpwire.split, signal.code, record.payload, max_list=Limits.max_attributes)
         new_id = request_ids(record.received_ns, record.seed)
@@ -218,7 +217,7 @@ class Replayer:
         """Keep a spooled request (or the rows of it PostgreSQL refused) as a dead letter."""
         log.warning(
             "spooled %s request of %s kept as a dead letter: %s (%s)",
-            record.signal,
+            record.signal.name,
             ", ".join(services or ["unknown services"]),
             reason,
             detail,
@@ -226,7 +225,7 @@ class Replayer:
         if self._dead_letter is not None:
             await self._dead_letter.add(
                 Letter(
-                    record.signal,
+                    record.signal.name,
                     "spool",
                     reason,
                     detail,

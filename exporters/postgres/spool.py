@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.pipeline.errors import BackpressureError
+from sidecar.pipeline.signals import BY_CODE, Signal
 
 log = logging.getLogger("otelpg.spool")
 
 _HEADER = struct.Struct("<II")  # length, crc32
 _META = struct.Struct("<BQQ")  # signal, received_ns, id seed
-SIGNALS = ("traces", "metrics", "logs")
-_SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
 _PREFIX, _SUFFIX = "segment-", ".spool"
 _SEGMENT = re.compile(r"segment-([0-9]{12})\.spool")  # [0-9]: int() would read other scripts' digits too
 _WARN_EVERY = 10.0  # seconds between two warnings about failing writes
@@ -49,7 +48,7 @@ _WARN_EVERY = 10.0  # seconds between two warnings about failing writes
 class Record:
     segment: int  # segment sequence number
     offset: int  # byte offset of the record in its segment: with `segment`, a stable identity
-    signal: str
+    signal: Signal
     received_ns: int
     seed: int
     payload: bytes
@@ -82,10 +81,10 @@ def read_segment(path: Path) -> Iterator[Record]:
             log.warning("spool segment %s: torn record at offset %d ignored (never acknowledged)", path.name, pos)
             return
         code, received_ns, seed = _META.unpack_from(data, start)
-        if code >= len(SIGNALS):
+        if code not in BY_CODE:
             log.warning("spool segment %s: unknown signal %d at offset %d", path.name, code, pos)
             return
-        yield Record(seq, pos, SIGNALS[code], received_ns, seed, data[start + _META.size : end])
+        yield Record(seq, pos, BY_CODE[code], received_ns, seed, data[start + _META.size : end])
         pos = end
 
 
@@ -154,9 +153,9 @@ class Spool:
     def fill(self) -> float:
         return self.bytes / self.max_bytes if self.max_bytes else 1.0
 
-    async def append(self, signal: str, received_ns: int, payload: builtins.bytes, seed: int = 0) -> None:
+    async def append(self, signal: Signal, received_ns: int, payload: builtins.bytes, seed: int = 0) -> None:
         """Return once the record is on disk and fsynced; BackpressureError when the spool is full."""
-        body = _META.pack(_SIGNAL_CODE[signal], received_ns, seed) + payload
+        body = _META.pack(signal.code, received_ns, seed) + payload
         record = _HEADER.pack(len(body), zlib.crc32(body)) + body
         if self.bytes + len(record) > self.max_bytes:
             raise BackpressureError(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -22,6 +24,7 @@ from exporters.prometheus.log_counts import LogCounts
 from exporters.prometheus.otlp_metrics import MetricsTranslator
 from exporters.prometheus.series import SeriesStore, Snapshot, Stats
 from exporters.prometheus.span_metrics import SpanMetrics
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 from sidecar.pipeline.span_metrics import SpanKey, SpanMetricsDelta
 
 # Written by the self-metrics collector on the same registry; client metrics must not take them.
@@ -56,6 +59,15 @@ class PrometheusAggregator:
         # Sweep often enough that expiry is timely without scanning families on every request.
         self._sweep_every = min(1.0, config.series_expiry / 10)
         self._last_sweep = -float("inf")
+        self._observers: dict[Signal, Callable[[Any], None]] = {
+            TRACES: self.observe_traces,
+            METRICS: self.observe_metrics,
+            LOGS: self.observe_logs,
+        }
+
+    def observe(self, signal: Signal, request: Message) -> None:
+        """A committed request of any signal (the exporter's after-commit observer)."""
+        self._observers[signal](request)
 
     def observe_metrics(self, request: ExportMetricsServiceRequest, now: float | None = None) -> None:
         now = self._clock() if now is None else now

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from exporters.postgres.agent_states import AgentTracker
 from exporters.postgres.mapping.common import KEY_MAX_BYTES
+from sidecar.pipeline.signals import TRACES
 from tests.unit.mapping.builders import resource
 
 NOW = 1_900_000_000.0
@@ -47,7 +48,7 @@ async def test_a_10kb_instance_id_is_stored_cut_and_every_innocent_row_is_writte
     tracker = AgentTracker(clock=lambda: NOW)
     huge = os.urandom(5000).hex()  # 10 KB PostgreSQL can't compress: an index entry it can't store
     wide = "é" * 5000 + "x"  # 10 KB of UTF-8, cut at a character boundary
-    tracker.observe("traces", traces(INNOCENT[0], ("evil", huge), ("evil", wide), *INNOCENT[1:]))
+    tracker.observe(TRACES, traces(INNOCENT[0], ("evil", huge), ("evil", wide), *INNOCENT[1:]))
     async with pool.acquire() as conn:
         assert await tracker.flush(conn, stale_after=60) == (5, 0)
     rows = await stored(pool)
@@ -57,7 +58,7 @@ async def test_a_10kb_instance_id_is_stored_cut_and_every_innocent_row_is_writte
     assert tracker.failed_rows == 0
 
     # Kept current from then on, like any other instance.
-    tracker.observe("traces", traces(("evil", huge), INNOCENT[0], error="boom"))
+    tracker.observe(TRACES, traces(("evil", huge), INNOCENT[0], error="boom"))
     async with pool.acquire() as conn:
         assert await tracker.flush(conn, stale_after=60) == (2, 0)
     rows = await stored(pool)
@@ -70,7 +71,7 @@ async def test_a_row_postgresql_refuses_for_good_is_dropped_alone(pool, caplog):
     await pool.execute("ALTER TABLE agent_states ADD CONSTRAINT refuse_evil "
                        "CHECK (agent_key <> 'evil/e-1' AND length(agent_key) < 300)")  # fmt: skip
     tracker = AgentTracker(clock=lambda: NOW)
-    tracker.observe("traces", traces(INNOCENT[0], ("evil", "e-1"), ("long", long_instance), *INNOCENT[1:]),
+    tracker.observe(TRACES, traces(INNOCENT[0], ("evil", "e-1"), ("long", long_instance), *INNOCENT[1:]),
                     now=NOW)  # fmt: skip
     caplog.set_level(logging.WARNING, logger="otelpg.agent_states")
     async with pool.acquire() as conn:
@@ -88,7 +89,7 @@ async def test_a_row_postgresql_refuses_for_good_is_dropped_alone(pool, caplog):
         # Dropped, not restored: nothing to write next time; the others keep updating.
         caplog.clear()
         assert await tracker.flush(conn, stale_after=60, now=NOW + 5) == (0, 0)
-        tracker.observe("traces", traces(INNOCENT[1], ("evil", "e-1"), error="later"), now=NOW + 10)
+        tracker.observe(TRACES, traces(INNOCENT[1], ("evil", "e-1"), error="later"), now=NOW + 10)
         assert await tracker.flush(conn, stale_after=60, now=NOW + 10) == (1, 0)
         assert tracker.failed_rows == 3
         (again,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -100,7 +101,7 @@ async def test_a_row_postgresql_refuses_for_good_is_dropped_alone(pool, caplog):
 
 async def test_a_transient_failure_keeps_every_row_for_the_next_flush(pool):
     tracker = AgentTracker(clock=lambda: NOW)
-    tracker.observe("traces", traces(*INNOCENT, error="kept"), now=NOW)
+    tracker.observe(TRACES, traces(*INNOCENT, error="kept"), now=NOW)
     async with pool.acquire() as holder, pool.acquire() as conn:
         await conn.execute("SET lock_timeout = '100ms'")
         async with holder.transaction():
@@ -118,7 +119,7 @@ async def test_rows_already_written_are_not_written_twice_when_marking_stale_fai
     """The upsert committed, then marking silent rows stale failed: those rows' errors are in the
     table and must not be prepended again by the next flush."""
     tracker = AgentTracker(clock=lambda: NOW)
-    tracker.observe("traces", traces(INNOCENT[0], error="once"), now=NOW)
+    tracker.observe(TRACES, traces(INNOCENT[0], error="once"), now=NOW)
     async with pool.acquire() as holder, pool.acquire() as conn:
         await conn.execute("SET lock_timeout = '100ms'")
         async with holder.transaction():
@@ -138,7 +139,7 @@ async def test_concurrent_flushes_of_two_trackers_with_a_bad_row_both_finish(poo
     await pool.execute("ALTER TABLE agent_states ADD CONSTRAINT refuse_evil CHECK (agent_key <> 'evil/e-1')")
     trackers = [AgentTracker(clock=lambda: NOW) for _ in range(2)]
     for t in trackers:
-        t.observe("traces", traces(*INNOCENT, ("evil", "e-1")), now=NOW)
+        t.observe(TRACES, traces(*INNOCENT, ("evil", "e-1")), now=NOW)
 
     async def flush(t: AgentTracker) -> tuple[int, int]:
         async with pool.acquire() as conn:

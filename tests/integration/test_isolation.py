@@ -225,14 +225,14 @@ async def test_a_spooled_request_postgresql_refuses_never_blocks_the_replay_of_o
     assert ExportLogsServiceRequest.FromString(letters[0]["payload"]) == bad
     # replaying the dead letter after the constraint is dropped stores exactly what was refused
     await db.execute("ALTER TABLE system_events DROP CONSTRAINT no_poison")
-    await pipeline.spool.append("logs", letters[0]["received_ns"], letters[0]["payload"], letters[0]["seed"])
+    await pipeline.spool.append(LOGS, letters[0]["received_ns"], letters[0]["payload"], letters[0]["seed"])
     await pipeline.replayer.replay()
     assert await logs_of(db, "guilty") == 5
 
 
 async def test_an_undecodable_spooled_request_becomes_a_dead_letter(pipeline, db):
-    await pipeline.spool.append("logs", NOW_NS, b"\x0a\x05garbage", 1)
-    await pipeline.spool.append("logs", NOW_NS, logs_request("innocent", 7).SerializeToString(), 2)
+    await pipeline.spool.append(LOGS, NOW_NS, b"\x0a\x05garbage", 1)
+    await pipeline.spool.append(LOGS, NOW_NS, logs_request("innocent", 7).SerializeToString(), 2)
     assert await pipeline.replayer.replay() == 7
     assert await logs_of(db, "innocent") == 7
     letters = read_letters(pipeline.dead_letter.path)

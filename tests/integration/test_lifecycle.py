@@ -39,6 +39,7 @@ from exporters.postgres.schema import (
 from exporters.postgres.stats import TOTAL, format_stats, table_stats
 from exporters.postgres.writer import Writer
 from sidecar.config import AgentStatesConfig, Config, UserAnalyticsConfig
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES
 from sidecar.pipeline.telemetry import Telemetry
 from tests.unit.mapping.builders import kvs, resource
 
@@ -515,9 +516,9 @@ async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_p
         clock=lambda: clock[0],
     )
     base = dt.datetime.fromtimestamp(clock[0], dt.UTC)
-    lifecycle.after_commit("traces", _traces_request(base))
-    lifecycle.after_commit("logs", _logs_request(base))
-    lifecycle.after_commit("metrics", _metrics_request(base, 10, 5, service="web"))
+    lifecycle.after_commit(TRACES, _traces_request(base))
+    lifecycle.after_commit(LOGS, _logs_request(base))
+    lifecycle.after_commit(METRICS, _metrics_request(base, 10, 5, service="web"))
     assert await lifecycle.flush_agents(clock[0]) == (2, 0)  # web/w-1 (traces, logs), web (metrics)
     async with pool.acquire() as conn:
         rows = {r["agent_key"]: r for r in await conn.fetch("SELECT * FROM agent_states")}
@@ -539,7 +540,7 @@ async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_p
         # More errors later: merged into the stored log, newest first, cut to error_log_size.
         clock[0] += 30
         for _ in range(2):
-            lifecycle.after_commit("traces", _traces_request(base))
+            lifecycle.after_commit(TRACES, _traces_request(base))
         assert await lifecycle.flush_agents(clock[0]) == (1, 0)
         errors = orjson.loads(await conn.fetchval("SELECT error_log FROM agent_states WHERE agent_key = 'web/w-1'"))
         assert len(errors) == 3 and [e["signal"] for e in errors] == ["span", "span", "log"]
@@ -551,7 +552,7 @@ async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_p
         assert await lifecycle.flush_agents(clock[0]) == (0, 1)
         assert {r["status"] for r in await conn.fetch("SELECT status FROM agent_states")} == {"stale"}
         # Heard from again: active.
-        lifecycle.after_commit("logs", _logs_request(base))
+        lifecycle.after_commit(LOGS, _logs_request(base))
         await lifecycle.flush_agents(clock[0])
         assert await conn.fetchval("SELECT status FROM agent_states WHERE agent_key = 'web/w-1'") == "active"
 

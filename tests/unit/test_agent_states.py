@@ -8,6 +8,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from exporters.postgres.agent_states import _MEMO_MAX, AgentTracker, agent_identity
 from exporters.postgres.mapping.common import KEY_MAX_BYTES
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES
 from tests.unit.mapping.builders import resource
 
 
@@ -35,27 +36,27 @@ def test_new_instances_beyond_max_instances_are_not_tracked_and_counted():
     clock = [1000.0]
     tracker = AgentTracker(max_instances=3, window=60, clock=lambda: clock[0])
     assert tracker.max_instances == 3 and tracker.overflow == 0
-    tracker.observe("logs", logs("a", "b", "c"))
-    tracker.observe("logs", logs("d", "e", "d"))  # refused: counted once per new instance
+    tracker.observe(LOGS, logs("a", "b", "c"))
+    tracker.observe(LOGS, logs("d", "e", "d"))  # refused: counted once per new instance
     assert len(tracker) == 3 and tracker.overflow == 2
-    tracker.observe("logs", logs("d", "a"))  # known ones keep updating; "d" already counted this interval
+    tracker.observe(LOGS, logs("d", "a"))  # known ones keep updating; "d" already counted this interval
     assert tracker.overflow == 2
     rows = {row[0]: row for row in tracker.pending()}
     assert set(rows) == {"svc/a", "svc/b", "svc/c"}
     assert '"log_records":2' in rows["svc/a"][5] and '"requests":2' in rows["svc/a"][5]
 
     # Next flush interval: still full, "d" counted again.
-    tracker.observe("logs", logs("d"))
+    tracker.observe(LOGS, logs("d"))
     assert tracker.overflow == 3 and len(tracker) == 3
     tracker.pending()
 
     # Idle instances are forgotten (after their last flush): room for new ones.
     clock[0] += 120
-    tracker.observe("logs", logs("a"))
+    tracker.observe(LOGS, logs("a"))
     tracker.pending()
     tracker.forget_idle(clock[0] - 60)
     assert len(tracker) == 1
-    tracker.observe("logs", logs("d", "e"))
+    tracker.observe(LOGS, logs("d", "e"))
     assert len(tracker) == 3 and tracker.overflow == 3
     assert {row[0] for row in tracker.pending()} == {"svc/d", "svc/e"}
 
@@ -63,12 +64,12 @@ def test_new_instances_beyond_max_instances_are_not_tracked_and_counted():
 def test_memory_stays_bounded_with_endless_new_instances():
     tracker = AgentTracker(max_instances=1000)
     for batch in range(30):  # 30_000 distinct instances, like a client minting one per request
-        tracker.observe("logs", logs(*(f"i-{batch}-{i}" for i in range(1000))))
+        tracker.observe(LOGS, logs(*(f"i-{batch}-{i}" for i in range(1000))))
         traces, metrics = ExportTraceServiceRequest(), ExportMetricsServiceRequest()
         traces.resource_spans.add(resource=resource({"service.name": "svc", "service.instance.id": f"t-{batch}"}))
         metrics.resource_metrics.add(resource=resource({"service.name": "svc", "service.instance.id": f"m-{batch}"}))
-        tracker.observe("traces", traces)
-        tracker.observe("metrics", metrics)
+        tracker.observe(TRACES, traces)
+        tracker.observe(METRICS, metrics)
         tracker.pending()
         assert len(tracker) <= 1000
         assert len(tracker._identity) <= _MEMO_MAX and len(tracker._refused) <= 1000

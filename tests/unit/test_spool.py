@@ -13,27 +13,28 @@ import pytest
 
 from exporters.postgres.spool import Spool, read_segment
 from sidecar.pipeline.errors import BackpressureError
+from sidecar.pipeline.signals import LOGS, METRICS, TRACES
 
 
 async def test_appends_are_durable_and_read_back_in_order(tmp_path):
     spool = Spool(tmp_path, max_bytes=1 << 20)
-    await asyncio.gather(*(spool.append("logs", i, f"payload-{i}".encode()) for i in range(50)))
-    await spool.append("traces", 99, b"t")
+    await asyncio.gather(*(spool.append(LOGS, i, f"payload-{i}".encode()) for i in range(50)))
+    await spool.append(TRACES, 99, b"t")
     segments = await spool.seal()
     records = [r for path in segments for r in read_segment(path)]
     assert [r.payload for r in records[:50]] == [f"payload-{i}".encode() for i in range(50)]
-    assert (records[-1].signal, records[-1].received_ns) == ("traces", 99)
+    assert (records[-1].signal, records[-1].received_ns) == (TRACES, 99)
     assert len({(r.segment, r.offset) for r in records}) == 51
     spool.close()
 
 
 async def test_survives_restart_and_never_appends_to_an_old_segment(tmp_path):
     first = Spool(tmp_path, max_bytes=1 << 20)
-    await first.append("metrics", 1, b"a")
+    await first.append(METRICS, 1, b"a")
     first.close()  # like a crash: nothing sealed
     second = Spool(tmp_path, max_bytes=1 << 20)
     assert second.bytes > 0 and not second.empty
-    await second.append("metrics", 2, b"b")
+    await second.append(METRICS, 2, b"b")
     segments = await second.seal()
     assert len(segments) == 2
     assert [r.payload for p in segments for r in read_segment(p)] == [b"a", b"b"]
@@ -44,8 +45,8 @@ async def test_survives_restart_and_never_appends_to_an_old_segment(tmp_path):
 
 async def test_torn_tail_is_ignored(tmp_path):
     spool = Spool(tmp_path, max_bytes=1 << 20)
-    await spool.append("logs", 1, b"complete")
-    await spool.append("logs", 2, b"also complete")
+    await spool.append(LOGS, 1, b"complete")
+    await spool.append(LOGS, 2, b"also complete")
     (path,) = await spool.seal()
     size = path.stat().st_size
     # A crash mid-write of a third record (never acknowledged).
@@ -57,15 +58,15 @@ async def test_torn_tail_is_ignored(tmp_path):
 
 async def test_full_spool_refuses_with_backpressure(tmp_path):
     spool = Spool(tmp_path, max_bytes=200)
-    await spool.append("logs", 1, b"x" * 100)
+    await spool.append(LOGS, 1, b"x" * 100)
     with pytest.raises(BackpressureError, match="spool is full"):
-        await spool.append("logs", 2, b"x" * 100)
+        await spool.append(LOGS, 2, b"x" * 100)
 
 
 async def test_rotates_segments(tmp_path):
     spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=100)
     for i in range(5):
-        await spool.append("logs", i, b"y" * 60)
+        await spool.append(LOGS, i, b"y" * 60)
     segments = await spool.seal()
     assert len(segments) == 3  # a segment takes writes until it reaches segment_bytes: 2 + 2 + 1
     assert sum(1 for p in segments for _ in read_segment(p)) == 5
@@ -77,11 +78,11 @@ async def test_rotates_segments(tmp_path):
 async def test_full_is_exact_and_not_a_write_failure(tmp_path):
     record = 8 + 17 + 100  # header, meta, payload
     spool = Spool(tmp_path, max_bytes=2 * record)
-    await spool.append("logs", 1, b"x" * 100)
-    await spool.append("logs", 2, b"x" * 100)  # exactly max_bytes: accepted
+    await spool.append(LOGS, 1, b"x" * 100)
+    await spool.append(LOGS, 2, b"x" * 100)  # exactly max_bytes: accepted
     assert spool.bytes == 2 * record and spool.fill() == 1.0
     with pytest.raises(BackpressureError, match="spool is full") as e:
-        await spool.append("logs", 3, b"")
+        await spool.append(LOGS, 3, b"")
     assert e.value.retry_after == 5
     assert spool.bytes == 2 * record and spool.write_failures == 0 and spool.last_write_error is None
     (path,) = await spool.seal()
@@ -94,7 +95,7 @@ async def test_full_is_exact_and_not_a_write_failure(tmp_path):
 
 async def test_files_named_like_segments_that_are_not_are_ignored_with_one_warning_each(tmp_path, caplog):
     first = Spool(tmp_path, max_bytes=1 << 20)
-    await first.append("logs", 1, b"real")
+    await first.append(LOGS, 1, b"real")
     first.close()
     (real,) = list(tmp_path.iterdir())
     arabic_indic_3 = "\u0660" * 11 + "\u0663"
@@ -129,7 +130,7 @@ async def test_files_named_like_segments_that_are_not_are_ignored_with_one_warni
         assert sum(name in w for w in warnings) == 1, name
     assert spool.bytes == real.stat().st_size
 
-    await spool.append("logs", 2, b"new")  # never into a stray's name, numbered or not
+    await spool.append(LOGS, 2, b"new")  # never into a stray's name, numbered or not
     segments = await spool.seal()
     assert [p.name for p in segments] == [real.name, "segment-000000000010.spool"]
     assert [r.payload for p in segments for r in read_segment(p)] == [b"real", b"new"]
@@ -162,6 +163,7 @@ def test_an_unreadable_segment_is_ignored_with_a_warning(tmp_path):
             """
             import asyncio, concurrent.futures.thread, json, logging, os  # no lazy import once not root
             from exporters.postgres.spool import Spool, read_segment
+            from sidecar.pipeline.signals import LOGS, METRICS, TRACES
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
             if os.geteuid() == 0:
                 os.setgid(65534)
@@ -170,7 +172,7 @@ def test_an_unreadable_segment_is_ignored_with_a_warning(tmp_path):
             async def main():
                 spool = Spool(os.environ["SPOOL_DIR"], max_bytes=1 << 20)
                 before = spool.bytes
-                await spool.append("traces", 1, b"ok")
+                await spool.append(TRACES, 1, b"ok")
                 segments = await spool.seal()
                 spool.discard_empty()
                 return {"before": before, "segments": [p.name for p in segments],
@@ -200,6 +202,7 @@ def test_disk_full_is_logged_counted_and_refused(tmp_path):
         import asyncio, errno, json, logging, os, resource, signal
         from exporters.postgres.spool import Spool, read_segment
         from sidecar.pipeline.errors import BackpressureError
+        from sidecar.pipeline.signals import LOGS, METRICS, TRACES
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -210,17 +213,17 @@ def test_disk_full_is_logged_counted_and_refused(tmp_path):
             spool = Spool(os.environ["SPOOL_DIR"], max_bytes=1 << 20, clock=lambda: clock[0],
                           on_write_error=lambda e: seen.append(e.errno))
             for i in range(3):
-                await spool.append("logs", i, b"a" * 2000)  # 3 x 2025 bytes
+                await spool.append(LOGS, i, b"a" * 2000)  # 3 x 2025 bytes
             out = {"ok_bytes": spool.bytes, "refused": [], "failures": [], "errors": []}
             for t in (1000.0, 1001.0, 1009.9, 1010.0, 1012.0):
                 clock[0] = t
                 try:
-                    await spool.append("logs", 99, b"b" * 4000)  # doesn't fit under 8 KiB
+                    await spool.append(LOGS, 99, b"b" * 4000)  # doesn't fit under 8 KiB
                 except BackpressureError as e:
                     out["refused"].append(str(e))
                 out["failures"].append(spool.write_failures)
                 out["errors"].append(spool.last_write_error)
-            await spool.append("logs", 100, b"c" * 100)  # still fits: the failed writes left nothing behind
+            await spool.append(LOGS, 100, b"c" * 100)  # still fits: the failed writes left nothing behind
             out["bytes"] = spool.bytes
             out["callbacks"] = [errno.errorcode[n] for n in seen]
             segments = await spool.seal()
