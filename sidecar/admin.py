@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from exporters.prometheus.exposition import render
 from sidecar.health import HealthState
+from sidecar.pipeline.component import HEALTHY, Health
+from sidecar.receivers.server import HttpServer
 
 
 def make_admin_app(registry: CollectorRegistry, health: HealthState) -> web.Application:
@@ -32,3 +34,23 @@ def make_admin_app(registry: CollectorRegistry, health: HealthState) -> web.Appl
     app.router.add_get("/health", health_handler)
     app.router.add_get("/api/health/ready", ready_handler)
     return app
+
+
+class AdminServer:
+    name = "admin server"
+
+    def __init__(self, registry: CollectorRegistry, health: HealthState, host: str, port: int) -> None:
+        self._server = HttpServer("admin", make_admin_app(registry, health), host, port, None)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+    def health(self) -> Health:
+        return HEALTHY

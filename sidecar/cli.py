@@ -83,11 +83,11 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
-    from sidecar.app import open_database, prepare_schema
+    from exporters.postgres.database import open_database, prepare_schema
 
-    pool, embedded = await open_database(config)
+    pool, embedded = await open_database(config.database, config.data_dir)
     try:
-        applied = await prepare_schema(pool, config)
+        applied = await prepare_schema(pool, config.database, config.partitions, config.data_dir)
     finally:
         await pool.close()
         if embedded is not None:
@@ -97,10 +97,10 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stats(config: Config, args: argparse.Namespace) -> int:
+    from exporters.postgres.database import open_database
     from exporters.postgres.stats import format_local, format_stats, local_stats, table_stats
-    from sidecar.app import open_database
 
-    pool, embedded = await open_database(config)
+    pool, embedded = await open_database(config.database, config.data_dir)
     try:
         async with pool.acquire() as conn:
             rows = await table_stats(conn)
@@ -120,17 +120,17 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
 async def _maintain(config: Config, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from exporters.postgres.lifecycle import run_maintenance
+    from exporters.postgres.database import open_database
     from exporters.postgres.migrate import pending
-    from sidecar.app import open_database
+    from exporters.postgres.partition_maintenance import run_maintenance
 
-    pool, embedded = await open_database(config)
+    pool, embedded = await open_database(config.database, config.data_dir)
     try:
         async with pool.acquire() as conn:
             todo = await pending(conn)
             if todo:
                 raise StartupError(f"schema not up to date ({len(todo)} pending migrations): run otelpg migrate first")
-            report = await run_maintenance(conn, config)
+            report = await run_maintenance(conn, config.partitions, config.retention)
     finally:
         await pool.close()
         if embedded is not None:

@@ -1,4 +1,5 @@
-"""What /health and /api/health/ready report, kept current by the app's database monitor.
+"""What /health and /api/health/ready report: the database's state, and each component's problems
+and figures.
 
 /health answers 200 while PostgreSQL answers, 503 while it doesn't. Its `status` says more:
 - `ok`: nothing needs attention (`ok: true`);
@@ -13,34 +14,47 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporters.postgres.database import Database
 from sidecar import __version__
-
-Check = Callable[[], list[str]]  # the problems a component sees now ([] when none)
+from sidecar.pipeline.component import Component
 
 
 @dataclass
 class HealthState:
+    """`components`: each adds its problems (degraded while any) and figures to /health."""
+
+    database: Database
     embedded_database: bool
     high_water_mark: float
     queue_fill: Callable[[], float] = lambda: 0.0  # fraction of the queue in use
-    migrated: bool = False
-    database_ok: bool = False
-    database_error: str = ""
+    spooling: Callable[[], bool] = lambda: False  # the spool takes data while the database is away
+    components: Sequence[Component] = ()
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
-    extra: Callable[[], dict[str, Any]] = dict  # components add their figures (spool bytes...)
-    checks: list[Check] = field(default_factory=list)  # components' problems: degraded while any
-    spooling: Callable[[], bool] = lambda: False  # the spool takes data while the database is away
+
+    @property
+    def database_ok(self) -> bool:
+        return self.database.ok
+
+    @property
+    def migrated(self) -> bool:
+        return self.database.schema_ready.is_set()
 
     def problems(self) -> list[str]:
         found = [] if self.database_ok else ["PostgreSQL unavailable" + (": spooling" if self.spooling() else "")]
-        for check in self.checks:
-            found.extend(check())
+        for component in self.components:
+            found.extend(component.health().problems)
         return found
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for component in self.components:
+            out.update(component.health().figures)
+        return out
 
     def health(self) -> tuple[int, dict[str, Any]]:
         problems = self.problems()
@@ -60,12 +74,12 @@ class HealthState:
             "draining": self.draining,
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
-            **self.extra(),
+            **self.figures(),
         }
         if problems:
             body["problems"] = problems
-        if self.database_error and not self.database_ok:
-            body["database_error"] = self.database_error
+        if self.database.error and not self.database_ok:
+            body["database_error"] = self.database.error
         return (200 if self.database_ok else 503), body
 
     def ready(self) -> tuple[int, dict[str, Any]]:
@@ -81,8 +95,3 @@ class HealthState:
         if reasons:
             return 503, {"ready": False, "reasons": reasons}
         return 200, {"ready": True}
-
-
-def recent(since: float | None, window: float = 300.0) -> bool:
-    """Whether a time.monotonic() stamp is within the last `window` seconds."""
-    return since is not None and time.monotonic() - since < window

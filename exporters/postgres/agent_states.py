@@ -21,6 +21,7 @@ beyond that is not (counted in `overflow`) until idle ones are forgotten.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -31,10 +32,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from exporters.postgres.config import AgentStatesConfig
 from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, any_value, json_dumps, key_text, resource_row
 from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import AGENT_STATES
 from exporters.postgres.writer import classify
+from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import RetryableError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
@@ -343,3 +346,61 @@ class AgentTracker:
             log.warning("agent_states row %s dropped: %s: %s", _key_for_log(row[0]), type(e).__name__, reason)
             return 0
         return 1
+
+
+class AgentStates:
+    """The tracker as a component: fed after each commit (an after-commit observer), flushed every
+    `agent_states.flush_interval` seconds and once more at stop (after the queue drained)."""
+
+    name = "agent_states"
+
+    def __init__(self, pool: asyncpg.Pool, config: AgentStatesConfig, *, clock: Any = time.time) -> None:
+        self._pool = pool
+        self._config = config
+        self.tracker = AgentTracker(
+            window=config.window,
+            error_log_size=config.error_log_size,
+            max_instances=config.max_instances,
+            clock=clock,
+        )
+        self._tasks = Tasks()
+
+    def after_commit(self, signal: Signal, request: Any) -> None:
+        self.tracker.observe(signal, request)
+
+    async def start(self) -> None:
+        self._tasks.spawn(self._loop(), "otelpg-agent-states")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        await self._tasks.cancel()
+        try:
+            await asyncio.wait_for(self.flush(), flush_timeout)
+        except Exception as e:
+            log.info("agent_states not flushed at shutdown: %s", e)
+
+    def health(self) -> Health:
+        return HEALTHY
+
+    async def flush(self, now: float | None = None) -> tuple[int, int]:
+        async with self._pool.acquire() as conn:
+            return await self.tracker.flush(conn, self._config.stale_after, now)
+
+    async def _loop(self) -> None:
+        interval = max(0.1, self._config.flush_interval)
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception as e:  # kept in memory and flushed next time
+                log.log(
+                    logging.INFO if failing else logging.WARNING,
+                    "agent_states not flushed: %s: %s",
+                    type(e).__name__,
+                    e,
+                )
+                failing = True
+            else:
+                if failing:
+                    log.info("agent_states flushed again")
+                failing = False

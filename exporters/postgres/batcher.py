@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from exporters.postgres.isolation import isolate, refused_rows
+from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import (
     BackpressureError,
     DatabaseUnavailableError,
@@ -98,11 +99,13 @@ class Batcher:
         queue_max_bytes: int,
         writers: int = 2,
         linger: float = 0.01,
+        grace: float = 20.0,
     ) -> None:
         self._write = write
         self.max_rows = max_rows
         self.max_delay = max_delay
         self.linger = linger
+        self._grace = grace
         self.queue_max_rows = queue_max_rows
         self.queue_max_bytes = queue_max_bytes
         self._open = Batch()
@@ -127,8 +130,20 @@ class Batcher:
         """Fraction of the queue in use (rows or bytes, whichever is fuller)."""
         return max(self._queued_rows / self.queue_max_rows, self._queued_bytes / self.queue_max_bytes)
 
-    def start(self) -> None:
+    name = "batcher"
+
+    async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="otelpg-batcher")
+
+    async def stop(self) -> None:
+        """Stop taking requests; write what's queued within the grace period."""
+        if await self.close(self._grace):
+            log.info("queue drained")
+        else:
+            log.warning("queue not drained within %gs: the rest was refused (spooled, or 503)", self._grace)
+
+    def health(self) -> Health:
+        return HEALTHY
 
     async def submit(
         self, rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int, *, continuation: bool = False

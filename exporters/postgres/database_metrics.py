@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from exporters.postgres.stats import catalog_stats
+from sidecar.pipeline.component import HEALTHY, Health, Tasks
 
 log = logging.getLogger("otelpg.database_metrics")
 
@@ -36,13 +37,34 @@ class DatabaseSnapshot(NamedTuple):
 class DatabaseUtilization:
     """The collector and its refresh loop. `interval` 0 disables both."""
 
-    def __init__(self, interval: float, registry: CollectorRegistry | None = None, query_timeout: float = 10.0) -> None:
+    name = "database utilization"
+
+    def __init__(
+        self,
+        interval: float,
+        registry: CollectorRegistry | None = None,
+        query_timeout: float = 10.0,
+        *,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
         self.interval = interval
+        self._pool = pool
+        self._tasks = Tasks()
         self._query_timeout = query_timeout
         self.snapshot: DatabaseSnapshot | None = None
         self._failing = False
         if registry is not None:
             registry.register(self)
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            self._tasks.spawn(self.run(self._pool), "otelpg-database-stats")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+
+    def health(self) -> Health:
+        return HEALTHY
 
     async def run(self, pool: asyncpg.Pool) -> None:
         if self.interval <= 0:

@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from sidecar.pipeline.component import Health
+
 log = logging.getLogger("otelpg.dead_letter")
 
 FILE_NAME = "dead-letter.jsonl"
@@ -67,6 +69,19 @@ class DeadLetter:
     @property
     def entries(self) -> int:
         return self._entries
+
+    name = "dead letters"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def health(self) -> Health:
+        status = self.status()
+        problems = (f"data PostgreSQL refused is kept as dead letters in {status['path']}",) if status["bytes"] else ()
+        return Health(problems, {"dead_letter": status})
 
     def status(self) -> dict[str, Any]:
         """What /health shows; re-reads the file's size, so deleting it clears the state."""

@@ -5,6 +5,7 @@ bounded buffer and are written when it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import deque
@@ -15,6 +16,7 @@ import uuid_utils
 
 from exporters.postgres.batcher import Batcher
 from exporters.postgres.schema import SYSTEM_EVENTS
+from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import OtelpgError
 
 log = logging.getLogger("otelpg.events")
@@ -43,10 +45,33 @@ def event_row(event_type: str, severity: str, payload: dict[str, Any], at: dt.da
 
 
 class EventLog:
+    """A component, and an observer of the database: its loss and return are events too."""
+
+    name = "events"
+
     def __init__(self, batcher: Batcher, *, max_buffered: int = 1000) -> None:
         self._batcher = batcher
         self._buffer: deque[tuple] = deque(maxlen=max_buffered)
         self._wake = asyncio.Event()
+        self._tasks = Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.run(), "otelpg-events")
+
+    async def stop(self, within: float = 5.0) -> None:
+        """Write what is buffered (within `within` seconds), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), within)
+        await self._tasks.cancel()
+
+    def health(self) -> Health:
+        return HEALTHY
+
+    def database_lost(self, error: str) -> None:
+        self.emit("database_unavailable", "error", error=error)
+
+    def database_back(self) -> None:
+        self.emit("database_recovered")
 
     def emit(self, event_type: str, severity: str = "info", **payload: Any) -> None:
         self._buffer.append(event_row(event_type, severity, payload))

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from exporters.postgres.mapping import Mapped, map_logs, map_metrics, map_traces
 from exporters.postgres.mapping.common import Limits
+from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import DecodeError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
@@ -59,6 +60,17 @@ class MappingThread:
         """Map one chunk in the thread; `new_id` continues the request's id sequence."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated)
+
+    name = "mapping thread"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def health(self) -> Health:
+        return HEALTHY
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -34,10 +34,13 @@ from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS
 from exporters.postgres.spool import Record, Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.pipeline import otlpwire
+from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import DecodeError, OtelpgError, PermanentError, RetryableError
 from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.replayer")
+
+STUCK_AFTER = 30.0  # seconds of failing replay (database up) before /health says so
 
 _SERVICE = {SYSTEM_EVENTS: SYSTEM_EVENTS_COLUMNS.index("service_name")}
 _PM_SERVICE = PERFORMANCE_METRICS_COLUMNS.index("service_name")
@@ -77,8 +80,34 @@ class Replayer:
         self._batch_rows = batch_rows
         self._interval = interval
         self._wake = asyncio.Event()
+        self._tasks = Tasks()
         self.failing_since: float | None = None  # time.monotonic() of the first failure in a row
         self.last_error = ""
+
+    name = "spool replay"
+
+    async def start(self) -> None:
+        if not self._spool.empty:
+            log.info("spool holds %d bytes from an earlier run: replaying", self._spool.bytes)
+        self._tasks.spawn(self.run(), "otelpg-replayer")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+
+    def health(self) -> Health:
+        if (
+            self.failing_since is not None
+            and self._database_ok()
+            and time.monotonic() - self.failing_since > STUCK_AFTER
+        ):
+            return Health((f"spool replay failing: {self.last_error}",))
+        return HEALTHY
+
+    def database_lost(self, error: str) -> None:
+        return None
+
+    def database_back(self) -> None:
+        self.wake()
 
     def wake(self) -> None:
         self._wake.set()

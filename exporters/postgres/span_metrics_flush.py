@@ -23,6 +23,7 @@ from uuid_utils import uuid7
 
 from exporters.postgres.mapping.common import json_dumps, key_text
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
+from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import OtelpgError, PermanentError
 from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
 
@@ -134,6 +135,7 @@ class SpanMetricsFlush:
         *,
         interval: float,
         database_ok: Callable[[], bool] = lambda: True,
+        write_rows: WriteRows | None = None,
         max_keys: int = 10_000,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
@@ -141,6 +143,8 @@ class SpanMetricsFlush:
         self._submit = submit
         self.interval = interval
         self._database_ok = database_ok
+        self._write_rows = write_rows
+        self._tasks = Tasks()
         self._max_keys = max_keys
         self._clock = clock
         self._pending: dict[SpanKey, SpanMetricsDelta] = {}  # drained, not yet committed
@@ -152,6 +156,20 @@ class SpanMetricsFlush:
     @property
     def pending_keys(self) -> int:
         return len(self._pending)
+
+    name = "span metrics flush"
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.run(), "otelpg-span-metrics")
+
+    async def stop(self) -> None:
+        """The last flush, through `write_rows` (see close): stopped after the batcher drained."""
+        await self._tasks.cancel()
+        if self._write_rows is not None:
+            await self.close(self._write_rows)
+
+    def health(self) -> Health:
+        return HEALTHY
 
     async def run(self) -> None:
         while not self._closed:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.pipeline.component import Health, recent
 from sidecar.pipeline.errors import BackpressureError
 from sidecar.pipeline.signals import BY_CODE, Signal
 
@@ -272,6 +273,26 @@ class Spool:
             seq = self._seq(p)
             if not self._sizes.get(seq) and seq != self._active_seq:
                 self.remove(p)
+
+    name = "spool"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.close()
+        if not self.empty:
+            log.info("spool keeps %d bytes for the next start", self.bytes)
+
+    def health(self) -> Health:
+        error = self.last_write_error
+        problems = (f"spool writes failing: {error[1]}",) if error and recent(error[0]) else ()
+        return Health(problems, {"spool_bytes": self.bytes})
+
+    def takes_data(self) -> bool:
+        """Whether requests the database can't take now are kept (not full, not failing)."""
+        error = self.last_write_error
+        return self.fill() < 1.0 and not (error and recent(error[0], 10))
 
     def close(self) -> None:
         if self._active is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +34,12 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     def health(self) -> Health: ...
+
+
+def recent(since: float | None, window: float = 300.0) -> bool:
+    """Whether a time.monotonic() stamp is within the last `window` seconds (a problem /health
+    still reports)."""
+    return since is not None and time.monotonic() - since < window
 
 
 class Tasks:

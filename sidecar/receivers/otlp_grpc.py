@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from sidecar.pipeline.admission import UNLIMITED, Admission
+from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.consumer import Consumer, ConsumeResult
 from sidecar.pipeline.errors import DecodeError, PayloadTooLargeError
 from sidecar.pipeline.signals import SIGNALS, Signal
@@ -63,6 +64,9 @@ class GrpcReceiver:
         bearer_token: str | None = None,
         max_list: int | None = None,
         tls: TlsConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        grace: float = 20.0,
     ) -> None:
         self._consumer = consumer
         self._admission = admission
@@ -73,9 +77,21 @@ class GrpcReceiver:
         self._auth = BearerAuth(bearer_token) if bearer_token else None
         self._tls = tls
         self._server: grpc.aio.Server | None = None
+        self._grace = grace
+        self.address = (host, port)  # the bound port once started (port 0: any free one)
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind and serve; return the bound port (useful with port 0)."""
+    name = "OTLP/gRPC receiver"
+
+    async def start(self) -> None:
+        host, port = self.address
+        self.address = (host, await self._serve(host, port))
+        log.info("%s listening on %s:%d", TRANSPORT, host, self.address[1])
+
+    def health(self) -> Health:
+        return HEALTHY
+
+    async def _serve(self, host: str, port: int) -> int:
+        """Bind and serve; return the bound port."""
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self._max),
@@ -168,9 +184,10 @@ class GrpcReceiver:
             return b""  # a call without a message is an empty request
         return message
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self) -> None:
+        """Stop taking calls; those under way are answered (within the grace period)."""
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(self._grace)
             self._server = None
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from sidecar.pipeline.admission import UNLIMITED, Admission, Reservation
+from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.consumer import Consumer, ConsumeResult
 from sidecar.pipeline.errors import DecodeError, IncompleteRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from sidecar.pipeline.signals import SIGNALS, Signal
@@ -23,6 +25,7 @@ from sidecar.receivers.auth import BearerAuth
 from sidecar.receivers.compression import decompress
 from sidecar.receivers.encoding import PROTOBUF, encode_message, media_type, status_body
 from sidecar.receivers.intake import export_request
+from sidecar.receivers.server import HttpServer
 from sidecar.receivers.status import status_for
 
 TRANSPORT = "http"
@@ -45,6 +48,11 @@ class HttpReceiver:
         admission: Admission = UNLIMITED,
         bearer_token: str | None = None,
         max_list: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        idle_timeout: float = 60.0,
+        grace: float = 20.0,
     ) -> None:
         self._consumer = consumer
         self._admission = admission
@@ -53,6 +61,34 @@ class HttpReceiver:
         self._max_body = max_body
         self._read_timeout = read_timeout
         self._auth = BearerAuth(bearer_token) if bearer_token else None
+        # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
+        # keepalive_timeout also closes connections whose request never completes (slow loris).
+        self._server = HttpServer(
+            TRANSPORT,
+            self.app(),
+            host,
+            port,
+            tls,
+            auto_decompress=False,
+            keepalive_timeout=idle_timeout,
+            shutdown_timeout=grace,
+        )
+
+    name = "OTLP/HTTP receiver"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self) -> None:
+        """Stop listening; requests under way are answered (within the grace period)."""
+        await self._server.stop()
+
+    def health(self) -> Health:
+        return HEALTHY
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from exporters.postgres.batcher import Batcher
 from exporters.postgres.dead_letter import DeadLetter, read_letters
+from exporters.postgres.derived import DerivedRows
 from exporters.postgres.exporter import PostgresExporter
 from exporters.postgres.ids import request_ids
-from exporters.postgres.lifecycle import Lifecycle
 from exporters.postgres.mapping.common import rows_memory
 from exporters.postgres.mapping_thread import MappingThread, map_chunk
 from exporters.postgres.replayer import Replayer
@@ -74,13 +74,14 @@ def export(signal: Signal, message) -> ExportRequest:
 
 
 class Pipeline:
-    """The write path as otelpg wires it (mapping thread, batcher, writer with the lifecycle's hooks,
+    """The write path as otelpg wires it (mapping thread, batcher, writer with the derived rows' hook,
     exporter, spool, replayer, dead letters), on a fresh schema."""
 
     def __init__(self, pool: asyncpg.Pool, tmp_path: Path) -> None:
         self.telemetry = Telemetry(CollectorRegistry())
-        self.lifecycle = Lifecycle(pool, Config(data_dir=str(tmp_path)))
-        self.writer = Writer(pool, self.telemetry, hooks=self.lifecycle.hooks, retry_delays=())
+        config = Config(data_dir=str(tmp_path))
+        self.derived = DerivedRows.configured(config.rollups, config.user_analytics, config.data_dir)
+        self.writer = Writer(pool, self.telemetry, hooks=[self.derived.batch_hook], retry_delays=())
         self.batcher = Batcher(
             self.writer.write,
             max_rows=5000,
@@ -121,7 +122,7 @@ class Pipeline:
 @pytest.fixture
 async def pipeline(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Pipeline]:
     p = Pipeline(pool, tmp_path)
-    p.batcher.start()
+    await p.batcher.start()
     try:
         yield p
     finally:
@@ -194,7 +195,7 @@ async def test_derived_rows_failing_for_one_request_cost_no_other_request_its_ow
     assert await db.fetchval("SELECT count(*) FROM user_analytics WHERE user_id = 'alice'") == 10
     assert await db.fetchval("SELECT count(*) FROM user_analytics WHERE service_name = 'guilty'") == 0
     assert await db.fetchval("SELECT count(*) FROM otelpg_event_types WHERE service_name = 'guilty'") == 1
-    assert pipeline.lifecycle.derived_failures == {"user_analytics": 10}
+    assert pipeline.derived.failures == {"user_analytics": 10}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "user_analytics" in r.getMessage()]
     assert warnings and "guilty" in warnings[0].getMessage()
 

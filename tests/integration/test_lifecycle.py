@@ -23,11 +23,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from exporters.postgres.agent_states import AgentStates
+from exporters.postgres.derived import DerivedRows
 from exporters.postgres.ids import request_ids
-from exporters.postgres.lifecycle import Lifecycle, retention_days
 from exporters.postgres.maintenance import ensure_partitions, maintain, partition_name
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
 from exporters.postgres.migrate import migrate
+from exporters.postgres.partition_maintenance import retention_days
 from exporters.postgres.schema import (
     PARTITIONING,
     PERFORMANCE_METRICS,
@@ -37,8 +39,9 @@ from exporters.postgres.schema import (
     USER_ANALYTICS,
 )
 from exporters.postgres.stats import TOTAL, format_stats, table_stats
+from exporters.postgres.system_config import SystemConfig
 from exporters.postgres.writer import Writer
-from sidecar.config import AgentStatesConfig, Config, UserAnalyticsConfig
+from sidecar.config import SETTINGS, AgentStatesConfig, Config, UserAnalyticsConfig, effective_config
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES
 from sidecar.pipeline.telemetry import Telemetry
 from tests.unit.mapping.builders import kvs, resource
@@ -62,12 +65,17 @@ async def partitions(conn: asyncpg.Connection, table: str) -> list[str]:
     return [r["partition"] for r in rows]
 
 
-def make_lifecycle(pool: asyncpg.Pool, tmp_path: Path, **sections) -> Lifecycle:
-    return Lifecycle(pool, Config(data_dir=str(tmp_path), **sections))
+def make_derived(tmp_path: Path, **sections) -> DerivedRows:
+    config = Config(data_dir=str(tmp_path), **sections)
+    return DerivedRows.configured(config.rollups, config.user_analytics, config.data_dir)
 
 
-def make_writer(pool: asyncpg.Pool, lifecycle: Lifecycle) -> Writer:
-    return Writer(pool, Telemetry(CollectorRegistry()), hooks=lifecycle.hooks, retry_delays=())
+def make_writer(pool: asyncpg.Pool, derived: DerivedRows) -> Writer:
+    return Writer(pool, Telemetry(CollectorRegistry()), hooks=[derived.batch_hook], retry_delays=())
+
+
+def system_config(pool: asyncpg.Pool, config: Config) -> SystemConfig:
+    return SystemConfig(pool, effective_config(config), {s.key: s.help for s in SETTINGS}, asyncio.Event())
 
 
 async def write(writer: Writer, mapped) -> None:
@@ -114,8 +122,8 @@ async def test_partitions_created_ahead_and_dropped_past_retention(db):
 
 
 async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_path):
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     now = dt.datetime.now(dt.UTC)
     times = {
         "future": now + dt.timedelta(days=400),
@@ -326,8 +334,8 @@ async def _compare_rollups(conn: asyncpg.Connection) -> int:
 
 
 async def test_rollups_equal_a_direct_aggregate_of_the_raw_rows(pool, tmp_path):
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     base = dt.datetime.now(dt.UTC).replace(minute=55, second=3, microsecond=0) - dt.timedelta(hours=1)
     async with pool.acquire() as conn:
         await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION)
@@ -361,8 +369,8 @@ async def test_rollups_equal_a_direct_aggregate_of_the_raw_rows(pool, tmp_path):
 async def test_replayed_rows_are_rolled_up_once(pool, tmp_path):
     """A spool segment replayed twice (crash between commit and delete) adds no rows and must not
     add to the rollups or user_analytics twice."""
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     async with pool.acquire() as conn:
         await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION)
     base = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=30)
@@ -465,8 +473,8 @@ async def test_user_analytics_from_spans_and_logs(pool, tmp_path, mode):
         "hashed": UserAnalyticsConfig(hash_user_ids=True, hash_key="k3y"),
         "off": UserAnalyticsConfig(enabled=False),
     }[mode]
-    lifecycle = make_lifecycle(pool, tmp_path, user_analytics=ua)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path, user_analytics=ua)
+    writer = make_writer(pool, derived)
     base = dt.datetime.now(dt.UTC).replace(microsecond=0)
     async with pool.acquire() as conn:
         await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION)
@@ -498,10 +506,10 @@ async def test_user_analytics_from_spans_and_logs(pool, tmp_path, mode):
 
 async def test_generated_hash_key_is_kept_in_the_data_dir(pool, tmp_path):
     ua = UserAnalyticsConfig(hash_user_ids=True)
-    first = make_lifecycle(pool, tmp_path, user_analytics=ua)
+    first = make_derived(tmp_path, user_analytics=ua)
     key = (tmp_path / "user_hash_key").read_bytes().strip()
     assert len(key) == 64 and (tmp_path / "user_hash_key").stat().st_mode & 0o777 == 0o600
-    again = make_lifecycle(pool, tmp_path, user_analytics=ua)
+    again = make_derived(tmp_path, user_analytics=ua)
     assert first._hash_id("alice") == again._hash_id("alice") == hmac.new(key, b"alice", "sha256").hexdigest()
 
 
@@ -510,16 +518,12 @@ async def test_generated_hash_key_is_kept_in_the_data_dir(pool, tmp_path):
 
 async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_path):
     clock = [1_900_000_000.0]
-    lifecycle = Lifecycle(
-        pool,
-        Config(data_dir=str(tmp_path), agent_states=AgentStatesConfig(stale_after=60, error_log_size=3)),
-        clock=lambda: clock[0],
-    )
+    agents = AgentStates(pool, AgentStatesConfig(stale_after=60, error_log_size=3), clock=lambda: clock[0])
     base = dt.datetime.fromtimestamp(clock[0], dt.UTC)
-    lifecycle.after_commit(TRACES, _traces_request(base))
-    lifecycle.after_commit(LOGS, _logs_request(base))
-    lifecycle.after_commit(METRICS, _metrics_request(base, 10, 5, service="web"))
-    assert await lifecycle.flush_agents(clock[0]) == (2, 0)  # web/w-1 (traces, logs), web (metrics)
+    agents.after_commit(TRACES, _traces_request(base))
+    agents.after_commit(LOGS, _logs_request(base))
+    agents.after_commit(METRICS, _metrics_request(base, 10, 5, service="web"))
+    assert await agents.flush(clock[0]) == (2, 0)  # web/w-1 (traces, logs), web (metrics)
     async with pool.acquire() as conn:
         rows = {r["agent_key"]: r for r in await conn.fetch("SELECT * FROM agent_states")}
         assert set(rows) == {"web/w-1", "web"}
@@ -540,20 +544,20 @@ async def test_agent_states_active_then_stale_with_bounded_error_log(pool, tmp_p
         # More errors later: merged into the stored log, newest first, cut to error_log_size.
         clock[0] += 30
         for _ in range(2):
-            lifecycle.after_commit(TRACES, _traces_request(base))
-        assert await lifecycle.flush_agents(clock[0]) == (1, 0)
+            agents.after_commit(TRACES, _traces_request(base))
+        assert await agents.flush(clock[0]) == (1, 0)
         errors = orjson.loads(await conn.fetchval("SELECT error_log FROM agent_states WHERE agent_key = 'web/w-1'"))
         assert len(errors) == 3 and [e["signal"] for e in errors] == ["span", "span", "log"]
 
         # Silence beyond stale_after: 'stale' (the metrics-only instance first).
         clock[0] += 45
-        assert await lifecycle.flush_agents(clock[0]) == (0, 1)
+        assert await agents.flush(clock[0]) == (0, 1)
         clock[0] += 30
-        assert await lifecycle.flush_agents(clock[0]) == (0, 1)
+        assert await agents.flush(clock[0]) == (0, 1)
         assert {r["status"] for r in await conn.fetch("SELECT status FROM agent_states")} == {"stale"}
         # Heard from again: active.
-        lifecycle.after_commit(LOGS, _logs_request(base))
-        await lifecycle.flush_agents(clock[0])
+        agents.after_commit(LOGS, _logs_request(base))
+        await agents.flush(clock[0])
         assert await conn.fetchval("SELECT status FROM agent_states WHERE agent_key = 'web/w-1'") == "active"
 
 
@@ -572,7 +576,7 @@ async def test_system_config_written_with_secrets_redacted_and_changes_recorded(
             "OTELPG_DATA_DIR": str(tmp_path),
         }
     )
-    assert await Lifecycle(pool, config).write_config() == {}  # first start: nothing was stored
+    assert await system_config(pool, config).write() == {}  # first start: nothing was stored
     async with pool.acquire() as conn:
         stored = {
             r["key"]: orjson.loads(r["value"]) for r in await conn.fetch("SELECT key, value::text FROM system_config")
@@ -588,10 +592,10 @@ async def test_system_config_written_with_secrets_redacted_and_changes_recorded(
         assert await conn.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'config_updated'") == 0
 
         # Unchanged: nothing written, no event.
-        assert await Lifecycle(pool, config).write_config() == {}
+        assert await system_config(pool, config).write() == {}
         # Changed: the rows and a config_updated event with what changed.
         changed = replace(config, batch=replace(config.batch, max_rows=1234))
-        changes = await Lifecycle(pool, changed).write_config()
+        changes = await system_config(pool, changed).write()
         assert changes == {"batch.max_rows": {"old": 5000, "new": 1234}}
         assert await conn.fetchval("SELECT value::text FROM system_config WHERE key = 'batch.max_rows'") == "1234"
         event = await conn.fetchrow("SELECT * FROM system_events WHERE event_type = 'config_updated'")
@@ -604,8 +608,8 @@ async def test_system_config_written_with_secrets_redacted_and_changes_recorded(
 
 
 async def test_lookup_tables_for_grafana_variables(pool, tmp_path):
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     base = dt.datetime.now(dt.UTC)
     async with pool.acquire() as conn:
         await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION)
@@ -632,9 +636,9 @@ async def test_stats_per_table(db_dsn, db, tmp_path):
     await migrate(db)
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
     try:
-        writer = make_writer(pool, make_lifecycle(pool, tmp_path))
+        writer = make_writer(pool, make_derived(tmp_path))
         base = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        await maintain(db, days_behind=1, days_ahead=3, retention_days=retention_days(Config()))
+        await maintain(db, days_behind=1, days_ahead=3, retention_days=retention_days(Config().retention))
         await write(writer, map_metrics(_metrics_request(base - dt.timedelta(minutes=5), 60, 5), time.time_ns()))
         await write(writer, map_logs(_logs_request(base - dt.timedelta(days=400)), time.time_ns()))  # default
     finally:
@@ -662,8 +666,8 @@ async def test_stats_per_table(db_dsn, db, tmp_path):
 
 async def test_a_failing_hook_never_costs_the_raw_rows(pool, tmp_path, db):
     """Rollups and the rest are derived: if PostgreSQL refuses them for good, the points commit anyway."""
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION)
     await db.execute("ALTER TABLE performance_metrics_1h ADD CONSTRAINT refuse CHECK (count < 0) NOT VALID")
     await write(writer, map_metrics(_metrics_request(dt.datetime.now(dt.UTC), 10, 4), time.time_ns()))
@@ -696,8 +700,8 @@ async def test_a_busy_table_delays_the_drop_instead_of_stalling_ingest(db_dsn, d
 
 
 async def test_a_metric_name_sent_as_two_types_in_one_batch(pool, tmp_path, db):
-    lifecycle = make_lifecycle(pool, tmp_path)
-    writer = make_writer(pool, lifecycle)
+    derived = make_derived(tmp_path)
+    writer = make_writer(pool, derived)
     await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION)
     req = ExportMetricsServiceRequest()
     sm = req.resource_metrics.add(resource=resource({"service.name": "s"})).scope_metrics.add()

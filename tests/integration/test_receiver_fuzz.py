@@ -114,12 +114,13 @@ def grpc_channel():
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    receiver = GrpcReceiver(MappingConsumer(), Telemetry(CollectorRegistry()), max_message_size=1 << 20)
-    port = asyncio.run_coroutine_threadsafe(receiver.start("127.0.0.1", 0), loop).result(10)
+    receiver = GrpcReceiver(MappingConsumer(), Telemetry(CollectorRegistry()), max_message_size=1 << 20, grace=0)
+    asyncio.run_coroutine_threadsafe(receiver.start(), loop).result(10)
+    port = receiver.address[1]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield channel
     channel.close()
-    asyncio.run_coroutine_threadsafe(receiver.stop(0), loop).result(10)
+    asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 

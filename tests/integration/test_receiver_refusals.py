@@ -46,10 +46,11 @@ def grpc_receiver():
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     telemetry = Telemetry(CollectorRegistry())
-    receiver = GrpcReceiver(Refusing(), telemetry, max_message_size=4 * MiB)
-    port = asyncio.run_coroutine_threadsafe(receiver.start("127.0.0.1", 0), loop).result(10)
+    receiver = GrpcReceiver(Refusing(), telemetry, max_message_size=4 * MiB, grace=0)
+    asyncio.run_coroutine_threadsafe(receiver.start(), loop).result(10)
+    port = receiver.address[1]
     yield port, telemetry
-    asyncio.run_coroutine_threadsafe(receiver.stop(0), loop).result(10)
+    asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 

@@ -34,7 +34,7 @@ def rows(n: int) -> dict[str, list[tuple]]:
     return {"t": [(i,) for i in range(n)]}
 
 
-def batcher(write: Recorder, **kw: float) -> Batcher:
+async def batcher(write: Recorder, **kw: float) -> Batcher:
     opts = {
         "max_rows": 100,
         "max_delay": 5.0,
@@ -44,13 +44,13 @@ def batcher(write: Recorder, **kw: float) -> Batcher:
         "writers": 1,
     } | kw
     b = Batcher(write, **opts)  # type: ignore[arg-type]
-    b.start()
+    await b.start()
     return b
 
 
 async def test_idle_pipeline_flushes_after_linger_not_max_delay() -> None:
     write = Recorder()
-    b = batcher(write, linger=0.01, max_delay=5.0)
+    b = await batcher(write, linger=0.01, max_delay=5.0)
     started = time.monotonic()
     await b.submit(rows(3), {}, 3, 10)
     # max_delay is 5 s: an answer well before it means the free writer took the batch after linger.
@@ -62,7 +62,7 @@ async def test_idle_pipeline_flushes_after_linger_not_max_delay() -> None:
 async def test_free_writer_flushes_while_another_writes() -> None:
     write = Recorder()
     write.gate.clear()
-    b = batcher(write, writers=2, linger=0.01, max_delay=5.0)
+    b = await batcher(write, writers=2, linger=0.01, max_delay=5.0)
     first = asyncio.create_task(b.submit(rows(1), {}, 1, 10))
     await write.started.wait()
     second = asyncio.create_task(b.submit(rows(2), {}, 2, 10))
@@ -79,7 +79,7 @@ async def test_free_writer_flushes_while_another_writes() -> None:
 async def test_batch_grows_while_every_writer_is_busy() -> None:
     write = Recorder()
     write.gate.clear()
-    b = batcher(write, writers=1)
+    b = await batcher(write, writers=1)
     first = asyncio.create_task(b.submit(rows(1), {}, 1, 10))
     await write.started.wait()  # the only writer is now busy with the first batch
     later = [asyncio.create_task(b.submit(rows(n), {}, n, 10)) for n in (2, 3, 4)]
@@ -93,7 +93,7 @@ async def test_batch_grows_while_every_writer_is_busy() -> None:
 
 async def test_full_batch_flushes_at_once() -> None:
     write = Recorder()
-    b = batcher(write, max_rows=10, linger=5.0, max_delay=5.0)
+    b = await batcher(write, max_rows=10, linger=5.0, max_delay=5.0)
     started = time.monotonic()
     await b.submit(rows(10), {}, 10, 10)
     assert time.monotonic() - started < 2.0
@@ -104,7 +104,7 @@ async def test_full_batch_flushes_at_once() -> None:
 async def test_queue_bound_refuses_with_backpressure() -> None:
     write = Recorder()
     write.gate.clear()
-    b = batcher(write, queue_max_rows=10)
+    b = await batcher(write, queue_max_rows=10)
     first = asyncio.create_task(b.submit(rows(8), {}, 8, 10))
     await write.started.wait()
     with pytest.raises(BackpressureError):
@@ -141,7 +141,7 @@ def tagged(name: str, n: int, bad: int = 0) -> dict[str, list[tuple]]:
 
 async def test_a_bad_row_costs_only_itself_when_merged_with_other_requests() -> None:
     write = RowRecorder()
-    b = batcher(write, writers=1, linger=0.2)
+    b = await batcher(write, writers=1, linger=0.2)
     results = await asyncio.gather(
         *(b.submit(tagged(f"r{k}", 50), {}, 50, 10) for k in range(7)), b.submit(tagged("x", 40, bad=1), {}, 41, 10)
     )
@@ -158,7 +158,7 @@ async def test_a_bad_row_costs_only_itself_when_merged_with_other_requests() -> 
 
 async def test_many_bad_rows_in_one_request_are_refused_within_a_bounded_number_of_writes() -> None:
     write = RowRecorder()
-    b = batcher(write, writers=1)
+    b = await batcher(write, writers=1)
     rows_ = {"t": [("bad",) if i % 2 else ("ok", i) for i in range(400)]}
     refused = await b.submit(rows_, {}, 400, 10)
     assert write.writes <= 1 + MAX_ROW_WRITES
@@ -170,7 +170,7 @@ async def test_many_bad_rows_in_one_request_are_refused_within_a_bounded_number_
 async def test_database_lost_while_narrowing_fails_what_was_not_written_yet() -> None:
     write = RowRecorder()
     write.transient_after = 2  # the merged write and the first half, then the database is gone
-    b = batcher(write, writers=1, linger=0.2)
+    b = await batcher(write, writers=1, linger=0.2)
     results = await asyncio.gather(
         b.submit(tagged("a", 5), {}, 5, 10),
         b.submit(tagged("b", 5), {}, 5, 10),
