@@ -15,8 +15,12 @@ _LISTENING = re.compile(r"(\w+) listening on (\S+):(\d+)")
 
 
 class OtelpgProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str], args: tuple[str, ...] = (), command: tuple[str, ...] = ()
+    ) -> None:
+        """`command`: how `otelpg` is run (default: this interpreter, `-m sidecar.cli`)."""
         self.data_dir = data_dir
+        self.command = command or (sys.executable, "-m", "sidecar.cli")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("OTELPG_", "OTEL_")) and k != "DATABASE_URL"},
             "OTELPG_DATA_DIR": str(data_dir),
@@ -38,7 +42,7 @@ class OtelpgProcess:
 
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.cli", "run", *self.args],
+            [*self.command, "run", *self.args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
