@@ -104,7 +104,6 @@ class App:
             high_water_mark=config.queue.high_water_mark,
             components=self.components,
         )
-        self.events: EventLog | None = None
 
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
@@ -117,8 +116,6 @@ class App:
         await self._start(self.database)
         for component in await self._build(self.database.pool):
             await self._start(component)
-        if self.events is not None:
-            self.events.emit("started", version=__version__, embedded_database=self.database.embedded is not None)
 
     async def _start(self, component: Component) -> None:
         self.components.append(component)
@@ -127,8 +124,6 @@ class App:
     async def stop(self) -> None:
         """Stop what started, in reverse: intake first, then drain the queue, the database last."""
         self.health.draining = True
-        if self.events is not None and self.database.ok:
-            self.events.emit("stopped")
         for component in reversed(self.components):
             try:
                 await component.stop()
@@ -168,7 +163,11 @@ class App:
         )
         telemetry.bind_queue(lambda: batcher.queued_rows, cfg.queue.max_rows)
         self.health.queue_fill = batcher.fill
-        events = self.events = EventLog(batcher)
+        events = EventLog(
+            batcher,
+            started={"version": __version__, "embedded_database": database.embedded is not None},
+            database_ok=lambda: database.ok,
+        )
         database.observers.append(events)
         span_metrics = SpanMetricsFlush(
             self.aggregator.drain_span_metrics,

@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -49,17 +50,32 @@ class EventLog:
 
     name = "events"
 
-    def __init__(self, batcher: Batcher, *, max_buffered: int = 1000) -> None:
+    def __init__(
+        self,
+        batcher: Batcher,
+        *,
+        max_buffered: int = 1000,
+        started: dict[str, Any] | None = None,
+        database_ok: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """`started`: the payload of a `started` event written at start; at stop, a `stopped`
+        event is written while `database_ok()`."""
         self._batcher = batcher
+        self._started = started
+        self._database_ok = database_ok
         self._buffer: deque[tuple] = deque(maxlen=max_buffered)
         self._wake = asyncio.Event()
         self._tasks = Tasks()
 
     async def start(self) -> None:
+        if self._started is not None:
+            self.emit("started", **self._started)
         self._tasks.spawn(self.run(), "otelpg-events")
 
     async def stop(self, within: float = 5.0) -> None:
         """Write what is buffered (within `within` seconds), then stop."""
+        if self._started is not None and self._database_ok():
+            self.emit("stopped")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), within)
         await self._tasks.cancel()
