@@ -14,14 +14,13 @@ delegates maps and well-known types, which OTLP doesn't use, to json_format itse
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 import re
 import threading
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
@@ -463,87 +462,12 @@ def _json_kind(value: Any) -> str:
 
 
 def encode_message(message: Message, media: str) -> bytes:
-    """Binary protobuf, or OTLP/JSON (`{}` for an empty message)."""
+    """Binary protobuf, or OTLP/JSON (`{}` for an empty message) of a message without ids: the
+    receiver's responses (int64 counts as strings, integer enums). Requests, whose trace and span
+    ids OTLP/JSON spells as hex rather than base64, are only decoded here, never encoded."""
     if _canonical(media) == PROTOBUF:
         return message.SerializeToString()
-    return orjson.dumps(message_to_otlp_json(message))
-
-
-def message_to_otlp_json(message: Message) -> dict[str, Any]:
-    """OTLP/JSON as a dict: lowerCamelCase keys, lowercase hex ids, integer enums, int64 strings."""
-    obj = json_format.MessageToDict(message, use_integers_for_enums=True)
-    _hexify(obj, message.DESCRIPTOR)
-    return obj
-
-
-class _HexStep(NamedTuple):
-    sub: Descriptor | None  # None: the field is a hex id itself
-    repeated: bool
-
-
-_HEX_PLANS: dict[Descriptor, dict[str, _HexStep]] = {}
-
-
-def _hexify(obj: dict[str, Any], descriptor: Descriptor) -> None:
-    """Rewrite json_format's base64 ids as hex, visiting only fields that can lead to an id."""
-    for key, step in _hex_plan(descriptor).items():
-        value = obj.get(key)
-        if value is None:
-            continue
-        if step.sub is None:
-            obj[key] = [_b64_to_hex(v) for v in value] if step.repeated else _b64_to_hex(value)
-        elif step.repeated:
-            for item in value:
-                _hexify(item, step.sub)
-        else:
-            _hexify(value, step.sub)
-
-
-def _b64_to_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
-
-
-def _hex_plan(descriptor: Descriptor) -> dict[str, _HexStep]:
-    plan = _HEX_PLANS.get(descriptor)
-    if plan is None:
-        _HEX_PLANS.update(_build_hex_plans(descriptor))
-        plan = _HEX_PLANS[descriptor]
-    return plan
-
-
-def _build_hex_plans(root: Descriptor) -> dict[Descriptor, dict[str, _HexStep]]:
-    """For every message type reachable from `root`: the fields that are, or lead to, hex ids."""
-    reachable = _reachable(root)
-    leads_to_ids: set[Descriptor] = set()
-    changed = True
-    while changed:  # fixed point: message types can be recursive (AnyValue <-> ArrayValue)
-        changed = False
-        for descriptor in reachable - leads_to_ids:
-            if any(_is_hex_id(f) or f.message_type in leads_to_ids for f in descriptor.fields):
-                leads_to_ids.add(descriptor)
-                changed = True
-    return {
-        descriptor: {
-            f.json_name: _HexStep(None if _is_hex_id(f) else f.message_type, f.is_repeated)
-            for f in descriptor.fields
-            if _is_hex_id(f) or f.message_type in leads_to_ids
-        }
-        for descriptor in reachable
-    }
-
-
-def _reachable(root: Descriptor) -> set[Descriptor]:
-    """Message types under `root`, not entering maps or well-known types (their JSON differs)."""
-    seen = {root}
-    todo = [root]
-    while todo:
-        for field in todo.pop().fields:
-            sub = field.message_type
-            if sub is None or sub in seen or _is_map(field) or _is_well_known(sub):
-                continue
-            seen.add(sub)
-            todo.append(sub)
-    return seen
+    return orjson.dumps(json_format.MessageToDict(message, use_integers_for_enums=True))
 
 
 # --- error bodies -----------------------------------------------------------------------------
@@ -570,5 +494,4 @@ def status_body(code: int, message: str, media: str, retry_after: float | None =
 # Compile the request plans now, so the first request doesn't pay for it.
 for _signal in SIGNALS:
     _plan_for(_signal.request_type.DESCRIPTOR)
-    _hex_plan(_signal.request_type.DESCRIPTOR)
 del _signal

@@ -31,8 +31,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sidecar.receivers.encoding import message_to_otlp_json
 from tests.otelpg_process import OtelpgProcess
+from tests.otlp_json import message_to_otlp_json
 
 ITEMS = 20
 

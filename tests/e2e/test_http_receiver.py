@@ -43,9 +43,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.receivers.encoding import message_to_otlp_json
 from tests.conftest import with_search_path
 from tests.otelpg_process import OtelpgProcess
+from tests.otlp_json import message_to_otlp_json
 
 pytestmark = pytest.mark.e2e
 

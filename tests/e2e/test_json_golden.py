@@ -26,8 +26,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from sidecar.receivers.encoding import message_to_otlp_json
 from tests.otelpg_process import OtelpgProcess
+from tests.otlp_json import message_to_otlp_json
 
 pytestmark = pytest.mark.e2e
 

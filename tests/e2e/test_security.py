@@ -30,9 +30,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from sidecar.receivers.encoding import message_to_otlp_json
 from tests import sdk
 from tests.otelpg_process import OtelpgProcess
+from tests.otlp_json import message_to_otlp_json
 
 pytestmark = pytest.mark.e2e
 

@@ -46,9 +46,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from sidecar.receivers.encoding import message_to_otlp_json
 from tests.conftest import with_search_path
 from tests.otelpg_process import OtelpgProcess
+from tests.otlp_json import message_to_otlp_json
 from tests.reliability.proxy import ChaosProxy
 
 REPO = Path(__file__).resolve().parents[2]

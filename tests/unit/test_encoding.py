@@ -32,9 +32,9 @@ from sidecar.receivers.encoding import (
     encode_message,
     media_type,
     message_from_otlp_json,
-    message_to_otlp_json,
     status_body,
 )
+from tests.otlp_json import message_to_otlp_json, otlp_json
 
 TESTDATA = Path(__file__).parent.parent / "testdata" / "otlp"
 
@@ -313,10 +313,10 @@ def test_protobuf_round_trip(signal_name: str) -> None:
 
 
 @pytest.mark.parametrize("signal_name", sorted(BUILDERS))
-def test_json_round_trip_through_encode_message(signal_name: str) -> None:
+def test_json_round_trip(signal_name: str) -> None:
     signal, build = BUILDERS[signal_name]
     request = build()
-    assert decode_request(signal, encode_message(request, JSON), JSON) == request
+    assert decode_request(signal, otlp_json(request), JSON) == request
 
 
 def test_canonical_json_uses_lowercase_hex_ids_and_integer_enums() -> None:
