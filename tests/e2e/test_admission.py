@@ -17,8 +17,8 @@ import aiohttp
 import grpc
 import pytest
 
-from tests.e2e import test_grpc_receiver as g
-from tests.e2e import test_http_receiver as h
+from tests.e2e import test_receivers as g
+from tests.e2e import test_receivers as h
 from tests.otelpg_process import OtelpgProcess
 
 pytestmark = pytest.mark.e2e
@@ -78,4 +78,4 @@ async def test_grpc_request_beyond_the_bound_is_unavailable_with_retry_info(serv
     g.assert_empty_response(await first)
     assert await g.stored(db, "logs", held) == 1
     assert await g.stored(db, "logs", refused) == 0
-    await g.assert_still_serves(server, db)
+    await g.assert_grpc_still_serves(server, db)

@@ -1,9 +1,12 @@
-"""OTLP/HTTP conformance against a real `otelpg run` and a real PostgreSQL.
+"""OTLP/HTTP and OTLP/gRPC conformance against a real `otelpg run` and a real PostgreSQL.
 
-Every case asserts the status, the exact response Content-Type, the body (an Export*Response or a
-`google.rpc.Status` decoded in the request's encoding), the rows in PostgreSQL, and that otelpg
-still serves and stores a valid request afterwards. One otelpg process serves the module; the
-size-limit/backpressure cases and the database-outage case get their own configured processes.
+One suite for both receivers where they promise the same thing (success, empty requests,
+undecodable bodies, partial success, a database outage, counters that agree with the rows), then
+what only one transport has (media types, methods and paths, Content-Encoding, 413s, the gzip
+bomb and the full queue for HTTP; unknown methods, max_recv_msg_size and the SDK configured by
+environment for gRPC). Every case asserts the status (and the body or the rich status in the
+trailers), the rows in PostgreSQL, and that otelpg still serves afterwards. One otelpg process
+serves both transports for the module; limits and the database outage get their own processes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import asyncio
 import gzip
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 import zlib
@@ -22,20 +28,24 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import grpc
 import psutil
 import pytest
 import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -43,7 +53,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import with_search_path
+from tests.conftest import fresh_schema
 from tests.otelpg_process import OtelpgProcess
 from tests.otlp_json import message_to_otlp_json
 
@@ -61,8 +71,23 @@ RESPONSES: dict[str, type[Message]] = {
 }
 REJECTED_FIELD = {"traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records"}
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE = 3, 8, 14
-LIMIT = 1024 * 1024  # http.max_request_body_size of the limits process
+LIMIT = 1024 * 1024  # http.max_request_body_size of the limited HTTP process
+MAX_RECV = 64 * 1024  # grpc.max_recv_msg_size of the limited gRPC process
 NOT_DERIVED = "metric_name NOT LIKE 'traces.span.metrics.%'"  # otelpg's span-derived aggregates
+
+
+STUBS = {
+    "traces": trace_service_pb2_grpc.TraceServiceStub,
+    "metrics": metrics_service_pb2_grpc.MetricsServiceStub,
+    "logs": logs_service_pb2_grpc.LogsServiceStub,
+}
+METHODS = {
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+}
+ROOT = Path(__file__).resolve().parents[2]
+COMPRESSIONS = {"none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -77,13 +102,15 @@ def _kv(key: str, value: str | int) -> KeyValue:
     return kv
 
 
-def build(signal: str, uid: str, n: int = 2) -> Message:
-    """A request of `n` valid items of `signal`, each tagged test.uid=uid and test.seq=i."""
+def build(signal: str, uid: str, n: int = 2, pad: int = 0) -> Message:
+    """A request of `n` valid items of `signal`, each tagged test.uid=uid and test.seq=i (and
+    `pad` bytes of attribute)."""
     now = time.time_ns()
+    padding = [_kv("pad", "p" * pad)] if pad else []
     if signal == "traces":
         req = ExportTraceServiceRequest()
         rs = req.resource_spans.add()
-        rs.resource.attributes.append(_kv("service.name", "http-e2e"))
+        rs.resource.attributes.append(_kv("service.name", "receiver-e2e"))
         ss = rs.scope_spans.add()
         for i in range(n):
             sp = ss.spans.add(
@@ -94,25 +121,25 @@ def build(signal: str, uid: str, n: int = 2) -> Message:
                 start_time_unix_nano=now,
                 end_time_unix_nano=now + 1_000_000,
             )
-            sp.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i)])
+            sp.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i), *padding])
         return req
     if signal == "logs":
         req = ExportLogsServiceRequest()
         rl = req.resource_logs.add()
-        rl.resource.attributes.append(_kv("service.name", "http-e2e"))
+        rl.resource.attributes.append(_kv("service.name", "receiver-e2e"))
         sl = rl.scope_logs.add()
         for i in range(n):
             rec = sl.log_records.add(time_unix_nano=now, severity_number=9)
             rec.body.string_value = f"log {i}"
-            rec.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i)])
+            rec.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i), *padding])
         return req
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
-    rm.resource.attributes.append(_kv("service.name", "http-e2e"))
+    rm.resource.attributes.append(_kv("service.name", "receiver-e2e"))
     metric = rm.scope_metrics.add().metrics.add(name="e2e.gauge", unit="1")
     for i in range(n):
         dp = metric.gauge.data_points.add(time_unix_nano=now, as_double=i + 0.5)
-        dp.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i)])
+        dp.attributes.extend([_kv("test.uid", uid), _kv("test.seq", i), *padding])
     return req
 
 
@@ -240,32 +267,82 @@ async def scrape(session: aiohttp.ClientSession, proc: OtelpgProcess) -> str:
         return await r.text()
 
 
+# --- gRPC -------------------------------------------------------------------------------------
+
+
+async def export(
+    target: str,
+    signal: str,
+    request: Message | bytes,
+    *,
+    compression: grpc.Compression | None = None,
+    method: str | None = None,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> Message | bytes:
+    """One unary Export call; bytes in, bytes out when `request` is bytes (no serializers)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        if isinstance(request, bytes):
+            call = channel.unary_unary(method or METHODS[signal])
+            return await call(request, compression=compression, metadata=metadata, timeout=10)
+        stub = STUBS[signal](channel)
+        return await stub.Export(request, compression=compression, metadata=metadata, timeout=10)
+
+
+async def export_error(target: str, signal: str, request: Message | bytes, **kwargs) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await export(target, signal, request, **kwargs)
+    return info.value
+
+
+def trailer(error: grpc.aio.AioRpcError, key: str) -> bytes | None:
+    for k, v in error.trailing_metadata() or ():
+        if k == key:
+            return v
+    return None
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    raw = trailer(error, "grpc-status-details-bin")
+    assert raw is not None, error.trailing_metadata()
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == error.code().value[0]
+    assert status.message == error.details()
+    return status
+
+
+def assert_empty_response(response: Message) -> None:
+    assert response.ListFields() == []  # no partial_success: full success
+
+
+async def assert_grpc_still_serves(proc: OtelpgProcess, db: asyncpg.Connection) -> None:
+    assert proc.proc is not None and proc.proc.poll() is None, proc.log
+    u = uid()
+    assert_empty_response(await export(proc.grpc_target, "traces", build("traces", u, 1)))
+    assert await stored(db, "traces", u) == 1
+
+
+async def still_serves(
+    transport: str, session: aiohttp.ClientSession, proc: OtelpgProcess, db: asyncpg.Connection
+) -> None:
+    if transport == "http":
+        await assert_still_serves(session, proc, db)
+    else:
+        await assert_grpc_still_serves(proc, db)
+
+
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-async def create_schema(pg_server_dsn: str) -> str:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    return schema
-
-
-async def drop_schema(pg_server_dsn: str, schema: str) -> None:
-    conn = await asyncpg.connect(pg_server_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
 async def limited_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    schema = await create_schema(pg_server_dsn)
-    yield with_search_path(pg_server_dsn, schema)
-    await drop_schema(pg_server_dsn, schema)
+    async with fresh_schema(pg_server_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def grpc_limited_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
+    async with fresh_schema(pg_server_dsn) as dsn:
+        yield dsn
 
 
 def start_otelpg(tmp: Path, dsn: str, config: str | None = None) -> OtelpgProcess:
@@ -281,7 +358,7 @@ def start_otelpg(tmp: Path, dsn: str, config: str | None = None) -> OtelpgProces
 @pytest.fixture(scope="module")
 def server(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelpgProcess]:
     # Batches flush after 20 ms instead of 200: group commit isn't under test here, speed is.
-    proc = start_otelpg(tmp_path_factory.mktemp("otelpg-http"), module_dsn, "batch:\n  max_delay: 0.02\n")
+    proc = start_otelpg(tmp_path_factory.mktemp("otelpg-receivers"), module_dsn, "batch:\n  max_delay: 0.02\n")
     try:
         yield proc
     finally:
@@ -315,6 +392,25 @@ async def limited(limited_dsn: str, tmp_path_factory: pytest.TempPathFactory) ->
         assert proc.stop() == 0, proc.log
 
 
+@pytest.fixture(scope="module")
+def grpc_limited(grpc_limited_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelpgProcess]:
+    config = f"grpc:\n  max_recv_msg_size: {MAX_RECV}\nbatch:\n  max_delay: 0.02\n"
+    proc = start_otelpg(tmp_path_factory.mktemp("otelpg-grpc-limited"), grpc_limited_dsn, config)
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.log
+
+
+@pytest.fixture
+async def grpc_limited_db(grpc_limited_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(grpc_limited_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(module_dsn)
@@ -339,40 +435,162 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-# --- success ----------------------------------------------------------------------------------
+# --- both transports: success -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("media", MEDIA)
+# How a request is sent: HTTP in each encoding, gRPC with each compression.
+VARIANTS = ["http-protobuf", "http-json", "grpc-none", "grpc-gzip", "grpc-deflate"]
+
+
+async def send_ok(
+    session: aiohttp.ClientSession, proc: OtelpgProcess, variant: str, signal: str, request: Message
+) -> Message:
+    """Send `request` the `variant` way; assert a 200 / OK; return the Export*Response."""
+    transport, how = variant.split("-")
+    if transport == "grpc":
+        response = await export(proc.grpc_target, signal, request, compression=COMPRESSIONS[how])
+        assert isinstance(response, Message)
+        return response
+    media = PB if how == "protobuf" else JS
+    reply = await post(session, proc.url("http", PATHS[signal]), encode(request, media), media)
+    assert reply.status == 200, reply.body
+    assert reply.content_type == media
+    return decode_response(signal, reply.body, media)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("signal", SIGNALS)
-async def test_valid_request_is_acknowledged_with_an_empty_response_and_stored(server, session, db, signal, media):
+async def test_valid_request_is_acknowledged_with_an_empty_response_and_stored(server, session, db, signal, variant):
     u = uid()
-    reply = await post(session, server.url("http", PATHS[signal]), encode(build(signal, u, 3), media), media)
-    assert_full_success(reply, signal, media)
+    if variant.startswith("http"):
+        media = PB if variant == "http-protobuf" else JS
+        reply = await post(session, server.url("http", PATHS[signal]), encode(build(signal, u, 3), media), media)
+        assert_full_success(reply, signal, media)
+    else:
+        request = build(signal, u, 3, pad=2000)  # worth compressing
+        assert_empty_response(await send_ok(session, server, variant, signal, request))
     assert await stored(db, signal, u) == 3
 
 
 @pytest.mark.parametrize(
-    ("media", "body"),
-    [(PB, b""), (JS, b"{}"), (JS, b""), (JS, b'{"resourceSpans": [], "resourceMetrics": [], "resourceLogs": []}')],
-    ids=["protobuf-0-bytes", "json-{}", "json-0-bytes", "json-empty-lists"],
+    ("transport", "media", "body"),
+    [
+        ("http", PB, b""),
+        ("http", JS, b"{}"),
+        ("http", JS, b""),
+        ("http", JS, b'{"resourceSpans": [], "resourceMetrics": [], "resourceLogs": []}'),
+        ("grpc", PB, b""),
+    ],
+    ids=["http-protobuf-0-bytes", "http-json-{}", "http-json-0-bytes", "http-json-empty-lists", "grpc-0-bytes"],
 )
 @pytest.mark.parametrize("signal", SIGNALS)
-async def test_empty_request_succeeds_and_stores_nothing(server, session, db, signal, media, body):
+async def test_empty_request_succeeds_and_stores_nothing(server, session, db, signal, transport, media, body):
     before = await total_rows(db)
-    reply = await post(session, server.url("http", PATHS[signal]), body, media)
-    assert_full_success(reply, signal, media)
+    if transport == "http":
+        reply = await post(session, server.url("http", PATHS[signal]), body, media)
+        assert_full_success(reply, signal, media)
+    else:
+        assert await export(server.grpc_target, signal, body) == b""  # raw bytes: an empty Export*Response
     assert await total_rows(db) == before
-    await assert_still_serves(session, server, db)
+    await still_serves(transport, session, server, db)
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 @pytest.mark.parametrize("signal", SIGNALS)
-async def test_envelopes_without_items_succeed_and_store_nothing(server, session, db, signal):
+async def test_envelopes_without_items_succeed_and_store_nothing(server, session, db, signal, transport):
     request = build(signal, uid(), 0)  # a resource and a scope (and a metric), no items
     assert request.ByteSize() > 0
     before = await total_rows(db)
-    reply = await post(session, server.url("http", PATHS[signal]), request.SerializeToString(), PB)
-    assert_full_success(reply, signal, PB)
+    if transport == "http":
+        reply = await post(session, server.url("http", PATHS[signal]), request.SerializeToString(), PB)
+        assert_full_success(reply, signal, PB)
+    else:
+        assert_empty_response(await export(server.grpc_target, signal, request))
     assert await total_rows(db) == before
+
+
+# --- both transports: undecodable protobuf ----------------------------------------------------
+
+
+UNDECODABLE_PROTOBUF = {
+    "garbage": b"\xff\xff\xff\xff\xff",
+    "absurd-length": b"\x0a\xff\xff\xff\xff\x0f",  # field 1, absurd length
+    "truncated": b"\x0a\x05abc",
+    "truncated-request": "truncated-request",
+}
+
+
+@pytest.mark.parametrize("kind", list(UNDECODABLE_PROTOBUF))
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+@pytest.mark.parametrize("signal", SIGNALS)
+async def test_undecodable_protobuf_is_invalid_argument(server, session, db, signal, transport, kind):
+    body = UNDECODABLE_PROTOBUF[kind]
+    if body == "truncated-request":
+        body = build(signal, uid(), 2).SerializeToString()[:-7]
+    before = await total_rows(db)
+    if transport == "http":
+        reply = await post(session, server.url("http", PATHS[signal]), body, PB)
+        status = assert_status_reply(reply, 400, INVALID_ARGUMENT, PB)
+        assert "invalid protobuf" in status.message
+        assert list(status.details) == []  # not retryable: no retry hint
+    else:
+        error = await export_error(server.grpc_target, signal, body)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid protobuf" in error.details()
+        assert rich_status(error).code == INVALID_ARGUMENT
+        assert trailer(error, "google.rpc.retryinfo-bin") is None  # not retryable: no retry hint
+    assert await total_rows(db) == before
+    await still_serves(transport, session, server, db)
+
+
+# --- both transports: partial success ---------------------------------------------------------
+
+
+def _partial(signal: str, u: str) -> Message:
+    """One valid item and one the mapper rejects (4-byte trace id; histogram with bad buckets)."""
+    request = build(signal, u, 1)
+    now = time.time_ns()
+    if signal == "traces":
+        bad = (
+            request.resource_spans[0]
+            .scope_spans[0]
+            .spans.add(trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
+        )
+        bad.attributes.append(_kv("test.uid", u))
+    elif signal == "logs":
+        bad = request.resource_logs[0].scope_logs[0].log_records.add(trace_id=b"\x01\x02\x03\x04", time_unix_nano=now)
+        bad.attributes.append(_kv("test.uid", u))
+    else:
+        hist = request.resource_metrics[0].scope_metrics[0].metrics.add(name="e2e.histogram")
+        hist.histogram.aggregation_temporality = 2
+        dp = hist.histogram.data_points.add(time_unix_nano=now, count=3, sum=1.5)
+        dp.explicit_bounds.extend([1.0, 2.0])
+        dp.bucket_counts.extend([1, 2])  # needs len(bounds) + 1 = 3 counts
+        dp.attributes.append(_kv("test.uid", u))
+    return request
+
+
+@pytest.mark.parametrize("variant", ["http-protobuf", "http-json", "grpc-none"])
+@pytest.mark.parametrize("signal", SIGNALS)
+async def test_partial_success_reports_the_rejected_item_and_stores_the_rest(server, session, db, signal, variant):
+    u = uid()
+    response = await send_ok(session, server, variant, signal, _partial(signal, u))
+    assert response.HasField("partial_success")
+    assert getattr(response.partial_success, REJECTED_FIELD[signal]) == 1
+    assert response.partial_success.error_message.strip()
+    assert await stored(db, signal, u) == 1  # the valid one only
+    if signal == "metrics":
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM performance_metrics WHERE metric_name = 'e2e.histogram' "
+                "AND tags->>'test.uid' = $1",
+                u,
+            )
+            == 0
+        )
+
+
+# --- HTTP only --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -393,17 +611,7 @@ async def test_content_type_variants_are_accepted_and_answered_canonically(serve
     assert await stored(db, "logs", u) == 2
 
 
-# --- bad requests -----------------------------------------------------------------------------
-
-
-def _truncated_protobuf() -> bytes:
-    return build("traces", uid(), 2).SerializeToString()[:-7]
-
-
-UNDECODABLE = [
-    (PB, b"\xff\xff\xff\xff\xff"),
-    (PB, b"\x0a\xff\xff\xff\xff\x0f"),  # field 1, absurd length
-    (PB, "truncated"),
+UNDECODABLE_JSON = [
     (JS, b"{not json"),
     (JS, b"[1, 2, 3]"),
     (JS, b'{"resourceSpans": 5}'),
@@ -415,11 +623,9 @@ UNDECODABLE = [
 
 
 @pytest.mark.parametrize(
-    ("media", "body"), UNDECODABLE, ids=[f"{m.split('/')[1]}-{i}" for i, (m, _) in enumerate(UNDECODABLE)]
+    ("media", "body"), UNDECODABLE_JSON, ids=[f"{m.split('/')[1]}-{i}" for i, (m, _) in enumerate(UNDECODABLE_JSON)]
 )
-async def test_undecodable_body_is_400_invalid_argument_in_the_request_encoding(server, session, db, media, body):
-    if body == "truncated":
-        body = _truncated_protobuf()
+async def test_undecodable_json_is_400_invalid_argument_in_json(server, session, db, media, body):
     before = await total_rows(db)
     reply = await post(session, server.url("http", "/v1/traces"), body, media)
     assert_status_reply(reply, 400, INVALID_ARGUMENT, media)
@@ -544,56 +750,6 @@ async def test_unknown_content_encoding_is_400(server, session, db, coding):
     assert "Content-Encoding" in status.message
     assert await stored(db, "traces", u) == 0
     await assert_still_serves(session, server, db)
-
-
-# --- partial success --------------------------------------------------------------------------
-
-
-def _partial(signal: str, u: str) -> Message:
-    """One valid item and one the mapper rejects (4-byte trace id; histogram with bad buckets)."""
-    request = build(signal, u, 1)
-    now = time.time_ns()
-    if signal == "traces":
-        bad = (
-            request.resource_spans[0]
-            .scope_spans[0]
-            .spans.add(trace_id=b"\x01\x02\x03\x04", span_id=os.urandom(8), name="bad", start_time_unix_nano=now)
-        )
-        bad.attributes.append(_kv("test.uid", u))
-    elif signal == "logs":
-        bad = request.resource_logs[0].scope_logs[0].log_records.add(trace_id=b"\x01\x02\x03\x04", time_unix_nano=now)
-        bad.attributes.append(_kv("test.uid", u))
-    else:
-        hist = request.resource_metrics[0].scope_metrics[0].metrics.add(name="e2e.histogram")
-        hist.histogram.aggregation_temporality = 2
-        dp = hist.histogram.data_points.add(time_unix_nano=now, count=3, sum=1.5)
-        dp.explicit_bounds.extend([1.0, 2.0])
-        dp.bucket_counts.extend([1, 2])  # needs len(bounds) + 1 = 3 counts
-        dp.attributes.append(_kv("test.uid", u))
-    return request
-
-
-@pytest.mark.parametrize("media", MEDIA)
-@pytest.mark.parametrize("signal", SIGNALS)
-async def test_partial_success_reports_the_rejected_item_and_stores_the_rest(server, session, db, signal, media):
-    u = uid()
-    reply = await post(session, server.url("http", PATHS[signal]), encode(_partial(signal, u), media), media)
-    assert reply.status == 200, reply.body
-    assert reply.content_type == media
-    response = decode_response(signal, reply.body, media)
-    assert response.HasField("partial_success")
-    assert getattr(response.partial_success, REJECTED_FIELD[signal]) == 1
-    assert response.partial_success.error_message.strip()
-    assert await stored(db, signal, u) == 1  # the valid one only
-    if signal == "metrics":
-        assert (
-            await db.fetchval(
-                "SELECT count(*) FROM performance_metrics WHERE metric_name = 'e2e.histogram' "
-                "AND tags->>'test.uid' = $1",
-                u,
-            )
-            == 0
-        )
 
 
 @pytest.mark.parametrize("kind", ["double", "histogram-count"])
@@ -794,7 +950,126 @@ def _assert_retry_info(status: status_pb2.Status, retry_after: float) -> None:
     assert retry_after - 1 < delay <= retry_after, (delay, retry_after)
 
 
-# --- database unavailable (own process on a throwaway database) -------------------------------
+# --- gRPC only --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Bogus",
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+        "/opentelemetry.proto.collector.trace.v2.TraceService/Export",
+        "/grpc.health.v1.Health/Check",
+    ],
+)
+async def test_grpc_unknown_method_is_unimplemented(server, db, method):
+    error = await export_error(
+        server.grpc_target, "traces", build("traces", uid(), 1).SerializeToString(), method=method
+    )
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    await assert_grpc_still_serves(server, db)
+
+
+async def test_self_metrics_count_grpc_exactly(server, session, db):
+    before = await scrape(session, server)
+    target = server.grpc_target
+    await export(target, "traces", build("traces", uid(), 4))
+    await export(target, "traces", build("traces", uid(), 2), compression=grpc.Compression.Gzip)
+    await export(target, "traces", _partial("traces", uid()))  # 1 accepted, 1 invalid_data
+    for _ in range(3):
+        await export_error(target, "logs", b"\xff\xff")
+    after = await scrape(session, server)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    assert delta("otelpg_receiver_accepted_spans_total", transport="grpc") == 7
+    assert delta("otelpg_receiver_refused_spans_total", transport="grpc", reason="invalid_data") == 1
+    assert delta("otelpg_receiver_refused_requests_total", transport="grpc", reason="decode_error") == 3
+    assert delta("otelpg_receiver_accepted_spans_total", transport="http") == 0
+
+
+async def test_grpc_message_over_max_recv_size_is_resource_exhausted_and_not_stored(grpc_limited, grpc_limited_db):
+    u = uid()
+    small = build("logs", u, 2, pad=MAX_RECV // 8)
+    assert small.ByteSize() < MAX_RECV
+    assert_empty_response(await export(grpc_limited.grpc_target, "logs", small))
+    assert await stored(grpc_limited_db, "logs", u) == 2
+    u = uid()
+    big = build("logs", u, 2, pad=MAX_RECV)
+    assert big.ByteSize() > MAX_RECV
+    error = await export_error(grpc_limited.grpc_target, "logs", big)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert await stored(grpc_limited_db, "logs", u) == 0
+    await assert_grpc_still_serves(grpc_limited, grpc_limited_db)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+async def test_grpc_compressed_message_inflating_past_max_recv_size_is_resource_exhausted(
+    grpc_limited, grpc_limited_db, compression
+):
+    u = uid()
+    big = build("traces", u, 1, pad=16 * MAX_RECV)  # 1 MiB of one letter: compresses to ~1 KiB
+    assert len(gzip.compress(big.SerializeToString())) < MAX_RECV // 16
+    error = await export_error(grpc_limited.grpc_target, "traces", big, compression=COMPRESSIONS[compression])
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert await stored(grpc_limited_db, "traces", u) == 0
+    await assert_grpc_still_serves(grpc_limited, grpc_limited_db)
+
+
+SDK_DEFAULTS_SCRIPT = textwrap.dedent("""
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from tests import sdk
+
+    sdk.send_spans(OTLPSpanExporter())
+    sdk.send_logs(OTLPLogExporter())
+    sdk.send_metrics(OTLPMetricExporter())
+""")
+
+
+async def test_sdk_default_grpc_exporters_configured_by_environment_only(server, db):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELPG_"))}
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.ports['grpc']}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", SDK_DEFAULTS_SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Failed to export" not in out.stderr, out.stderr
+    spans = await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'span' AND service_name = 'checkout'"
+    )
+    logs = await db.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'log' AND service_name = 'checkout'"
+    )
+    metrics = await db.fetch("SELECT DISTINCT metric_name FROM performance_metrics WHERE service_name = 'checkout'")
+    assert (spans, logs) == (3, 5)
+    assert {r["metric_name"] for r in metrics} == {
+        "orders",
+        "queue.depth",
+        "request.duration",
+        "payload.size",
+        "temperature",
+        "memory.usage",
+        "cpu.time",
+        "connections",
+    }
+
+
+# --- both transports: database unavailable (own process on a throwaway database) ------------
 
 
 async def wait_until_unhealthy(session: aiohttp.ClientSession, proc: OtelpgProcess) -> None:
@@ -815,7 +1090,7 @@ async def wait_until_unhealthy(session: aiohttp.ClientSession, proc: OtelpgProce
     ],  # the spool can't hold a request
     ids=["no-spool", "spool-full"],
 )
-async def test_database_unavailable_is_503_with_retry_after_and_a_status(
+async def test_database_unavailable_is_refused_as_retryable_with_retry_info(
     pg_server_dsn, session, tmp_path, config, reason
 ):
     name = f"otelpg_http_outage_{uuid.uuid4().hex[:8]}"
@@ -844,7 +1119,20 @@ async def test_database_unavailable_is_503_with_retry_after_and_a_status(
                 retry_after = reply.headers.get("Retry-After")
                 assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
                 _assert_retry_info(status, float(retry_after))
+        for signal in SIGNALS:
+            error = await export_error(proc.grpc_target, signal, build(signal, uid(), 2))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            status = rich_status(error)
+            assert status.code == UNAVAILABLE and len(status.details) == 1
+            detailed = error_details_pb2.RetryInfo()
+            assert status.details[0].Unpack(detailed)
+            raw = trailer(error, "google.rpc.retryinfo-bin")  # where the Python exporter looks
+            assert raw is not None
+            alone = error_details_pb2.RetryInfo.FromString(raw)
+            assert alone == detailed
+            assert alone.retry_delay.ToNanoseconds() >= 1_000_000_000
         text = await scrape(session, proc)
+        assert metric_value(text, "otelpg_receiver_refused_requests_total", transport="grpc", reason=reason) == 3
         assert metric_value(text, "otelpg_receiver_refused_requests_total", transport="http", reason=reason) == 6
         assert metric_value(text, "otelpg_receiver_refused_spans_total", transport="http", reason=reason) == 4
         assert metric_value(text, "otelpg_receiver_accepted_spans_total", transport="http") == 2
@@ -856,17 +1144,20 @@ async def test_database_unavailable_is_503_with_retry_after_and_a_status(
 
 
 async def test_accepted_counters_equal_the_rows_in_postgres(server, session, db):
-    """Every item the module's process counted as accepted is in PostgreSQL, and nothing else is."""
+    """Every item the module's process counted as accepted, over either transport, is in
+    PostgreSQL, and nothing else is."""
     for signal in SIGNALS:
         assert (
             await post(session, server.url("http", PATHS[signal]), encode(build(signal, uid(), 2), PB))
         ).status == 200
+        await export(server.grpc_target, signal, build(signal, uid(), 2))
     text = await scrape(session, server)
 
     def accepted(item: str) -> float:
-        return metric_value(text, f"otelpg_receiver_accepted_{item}_total", transport="http")
+        return sum(metric_value(text, f"otelpg_receiver_accepted_{item}_total", transport=t) for t in ("http", "grpc"))
 
     spans = await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'span'")
     logs = await db.fetchval("SELECT count(*) FROM system_events WHERE event_type = 'log' AND source <> 'otelpg'")
     points = await db.fetchval(f"SELECT count(*) FROM performance_metrics WHERE {NOT_DERIVED}")
     assert (accepted("spans"), accepted("log_records"), accepted("metric_points")) == (spans, logs, points)
+    assert min(metric_value(text, "otelpg_receiver_accepted_spans_total", transport=t) for t in ("http", "grpc")) > 0
