@@ -35,7 +35,7 @@ import orjson
 from exporters.postgres.config import AgentStatesConfig
 from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, any_value, json_dumps, key_text, resource_row
 from exporters.postgres.mapping.logs import severity
-from exporters.postgres.schema import AGENT_STATES
+from exporters.postgres.schema import AGENT_STATES, Positions
 from exporters.postgres.writer import classify
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import RetryableError
@@ -44,6 +44,24 @@ from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 __all__ = ["AgentTracker", "agent_identity"]
 
 log = logging.getLogger("otelpg.agent_states")
+
+# A pending row: the parameters of _UPSERT ($1-$8), in this order.
+_ROW_COLUMNS = (
+    "agent_key", "service_name", "instance_id", "current_task", "last_active", "performance_metrics",
+    "error_log", "resource_id",
+)  # fmt: skip
+
+
+class _Row(Positions, columns=_ROW_COLUMNS):
+    AGENT_KEY: int
+    SERVICE_NAME: int
+    INSTANCE_ID: int
+    CURRENT_TASK: int
+    LAST_ACTIVE: int
+    PERFORMANCE_METRICS: int
+    ERROR_LOG: int
+    RESOURCE_ID: int
+
 
 _SLOT = 10.0  # seconds per throughput slot
 _MESSAGE_MAX = 512
@@ -290,11 +308,11 @@ class AgentTracker:
     def restore(self, rows: list[tuple]) -> None:
         """Put back rows whose write failed: flushed again next time (their errors included)."""
         for row in rows:
-            agent = self._agents.get(row[0])
+            agent = self._agents.get(row[_Row.AGENT_KEY])
             if agent is None:
                 continue
             agent.dirty = True
-            for entry in orjson.loads(row[6]):  # newest first, older than any error seen since
+            for entry in orjson.loads(row[_Row.ERROR_LOG]):  # newest first, older than any error seen since
                 if len(agent.errors) < self.error_log_size:
                     agent.errors.append(entry)
 
@@ -343,7 +361,9 @@ class AgentTracker:
             self.failed_rows += 1
             # PostgreSQL's primary message only: its DETAIL repeats the whole row, over lines.
             reason = str(getattr(e, "message", None) or e).partition("\n")[0][:_REASON_IN_LOG]
-            log.warning("agent_states row %s dropped: %s: %s", _key_for_log(row[0]), type(e).__name__, reason)
+            log.warning(
+                "agent_states row %s dropped: %s: %s", _key_for_log(row[_Row.AGENT_KEY]), type(e).__name__, reason
+            )
             return 0
         return 1
 

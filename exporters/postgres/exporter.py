@@ -28,7 +28,7 @@ from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import new_seed, request_ids
 from exporters.postgres.mapping.common import describe_rejections, rejection_message, rows_memory
 from exporters.postgres.mapping_thread import MappingThread
-from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import PM, SE, SYSTEM_EVENTS
 from exporters.postgres.spool import Spool
 from sidecar.pipeline import otlpwire
 from sidecar.pipeline.consumer import ConsumeResult, ExportRequest
@@ -49,8 +49,6 @@ log = logging.getLogger("otelpg.exporter")
 # twice. Called on the event loop: bounded work per chunk.
 AfterCommit = Callable[[Signal, Message], None]
 
-_SE = {name: i for i, name in enumerate(SYSTEM_EVENTS_COLUMNS)}
-_PM = {name: i for i, name in enumerate(PERFORMANCE_METRICS_COLUMNS)}
 _SHOWN = 80  # characters of a name quoted in a message
 
 
@@ -155,19 +153,14 @@ class PostgresExporter:
         """Rows PostgreSQL refused for good (the rest of the request is committed): how many items
         they are, the message naming them, and a dead letter for the operator."""
         signal = request.signal
-        error = refused[0][2]
-        if signal is TRACES:  # a span's events are refused with it or alone: count spans
-            items = len({(r[_SE["trace_id"]], r[_SE["span_id"]]) for _, r, _ in refused})
-        else:
-            items = len(refused)
-        table, row, _ = refused[0]
+        table, row, error = refused[0]
+        # A span's events are refused with it or alone: count spans.
+        items = len({(r[SE.TRACE_ID], r[SE.SPAN_ID]) for _, r, _ in refused}) if signal is TRACES else len(refused)
         if table == SYSTEM_EVENTS:
-            name, service = row[_SE["name"]] or row[_SE["event_type"]], row[_SE["service_name"]]
+            name, service = row[SE.NAME] or row[SE.EVENT_TYPE], row[SE.SERVICE_NAME]
         else:
-            name, service = row[_PM["metric_name"]], row[_PM["service_name"]]
-        services = sorted(
-            {r[_SE["service_name"] if t == SYSTEM_EVENTS else _PM["service_name"]] for t, r, _ in refused}
-        )
+            name, service = row[PM.METRIC_NAME], row[PM.SERVICE_NAME]
+        services = sorted({r[SE.SERVICE_NAME if t == SYSTEM_EVENTS else PM.SERVICE_NAME] for t, r, _ in refused})
         example = f"{signal.noun[0]} {_shown(name)!r} of service {_shown(service)!r}"
         message = rejection_message(items, *signal.noun, f"{error} (e.g. {example})")
         log.warning(

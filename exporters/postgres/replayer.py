@@ -30,7 +30,7 @@ from exporters.postgres.ids import request_ids
 from exporters.postgres.isolation import isolate, refused_rows
 from exporters.postgres.mapping.common import Limits
 from exporters.postgres.mapping_thread import MappingThread
-from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import PM, SE, SYSTEM_EVENTS
 from exporters.postgres.spool import Record, Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.pipeline import otlpwire
@@ -41,9 +41,6 @@ from sidecar.pipeline.telemetry import Telemetry
 log = logging.getLogger("otelpg.replayer")
 
 STUCK_AFTER = 30.0  # seconds of failing replay (database up) before /health says so
-
-_SERVICE = {SYSTEM_EVENTS: SYSTEM_EVENTS_COLUMNS.index("service_name")}
-_PM_SERVICE = PERFORMANCE_METRICS_COLUMNS.index("service_name")
 
 
 @dataclass(slots=True)
@@ -219,7 +216,9 @@ class Replayer:
                 raise rows.error
             committed += len(rows.written)
             refusal = rows.failed[0][1] if rows.failed else record_error
-            services = sorted({str(r[_SERVICE.get(t, _PM_SERVICE)]) for (t, r), _ in rows.failed})
+            services = sorted(
+                {str(r[SE.SERVICE_NAME if t == SYSTEM_EVENTS else PM.SERVICE_NAME]) for (t, r), _ in rows.failed}
+            )
             dead += await self._bury(mapped.record, str(refusal), refusal.detail, len(rows.failed), services)
         return committed, dead
 

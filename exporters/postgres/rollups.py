@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from exporters.postgres.schema import PERFORMANCE_METRICS_1H, PERFORMANCE_METRICS_1M
+from exporters.postgres.schema import PERFORMANCE_METRICS_1H, PERFORMANCE_METRICS_1M, PM
 
 __all__ = ["ROLLUPS", "Rollups", "aggregate", "parameters", "series_hash"]
 
@@ -163,21 +163,26 @@ def aggregate(rows: list[tuple], seconds: int) -> dict[tuple, list]:
     last_ts: Any = None
     bucket = 0
     for r in rows:
-        ts = r[5]
+        ts = r[PM.TIMESTAMP]
         if ts is not last_ts:  # the points of a request share their datetime objects
             last_ts = ts
             bucket = int((ts - _EPOCH).total_seconds() // seconds) * seconds
-        bounds = r[16]
+        bounds = r[PM.BUCKET_BOUNDS]
+        mtype = r[PM.METRIC_TYPE]
+        tags = r[PM.TAGS]
         if bounds is None:
-            shash = memo.get((r[8], r[4], None)) or hashes(r[8], r[4], None)
+            shash = memo.get((mtype, tags, None)) or hashes(mtype, tags, None)
         else:
-            shash = hashes(r[8], r[4], tuple(bounds))
-        key = (r[1], r[6], shash, bucket)
-        value = r[2]
+            shash = hashes(mtype, tags, tuple(bounds))
+        key = (r[PM.METRIC_NAME], r[PM.SERVICE_NAME], shash, bucket)
+        value = r[PM.VALUE]
         a = get(key)
         if a is None:
             # Lists from the row are shared, never mutated: merging builds new ones.
-            acc[key] = [1, value, value, value, value, ts, r[12], r[14], r[15], r[17], (r[4], r[8], r[9], r[3], bounds)]
+            acc[key] = [
+                1, value, value, value, value, ts, r[PM.COUNT], r[PM.MIN], r[PM.MAX], r[PM.BUCKET_COUNTS],
+                (tags, mtype, r[PM.TEMPORALITY], r[PM.UNIT], bounds),
+            ]  # fmt: skip
             continue
         a[_COUNT] += 1
         if value is not None:
@@ -187,12 +192,12 @@ def aggregate(rows: list[tuple], seconds: int) -> dict[tuple, list]:
         if ts >= a[_LAST_TS]:
             a[_LAST] = value
             a[_LAST_TS] = ts
-        n = r[12]
+        n = r[PM.COUNT]
         if n is not None:
             a[_SCOUNT] = n if a[_SCOUNT] is None else a[_SCOUNT] + n
-        a[_SMIN] = _min(a[_SMIN], r[14])
-        a[_SMAX] = _max(a[_SMAX], r[15])
-        counts = r[17]
+        a[_SMIN] = _min(a[_SMIN], r[PM.MIN])
+        a[_SMAX] = _max(a[_SMAX], r[PM.MAX])
+        counts = r[PM.BUCKET_COUNTS]
         if counts is not None:
             mine = a[_BCOUNTS]
             a[_BCOUNTS] = counts if mine is None else [x + y for x, y in zip(mine, counts, strict=True)]

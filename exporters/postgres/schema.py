@@ -70,6 +70,94 @@ USER_ANALYTICS_COLUMNS: tuple[str, ...] = (
     "service_name",
 )
 
+
+class Positions:
+    """Column positions of a table's row tuples, for reading rows back by name: `r[SE.SERVICE_NAME]`.
+
+    A subclass names a column tuple and declares one `int` attribute per column, upper-cased, in
+    order (so mypy knows them); the values are generated from the tuple, and a declaration that
+    does not match the tuple exactly (a column missing, extra, renamed or moved) fails at import.
+    """
+
+    __slots__ = ()
+    COLUMNS: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, columns: tuple[str, ...]) -> None:
+        declared = tuple(name for name in cls.__annotations__ if name != "COLUMNS")
+        expected = tuple(column.upper() for column in columns)
+        if declared != expected:
+            raise TypeError(f"{cls.__name__} declares {declared}, its columns are {expected}")
+        for i, name in enumerate(declared):
+            setattr(cls, name, i)
+        cls.COLUMNS = columns
+
+
+class SE(Positions, columns=SYSTEM_EVENTS_COLUMNS):
+    """Positions in a system_events row."""
+
+    ID: int
+    EVENT_TYPE: int
+    SOURCE: int
+    SEVERITY: int
+    PAYLOAD: int
+    TIMESTAMP: int
+    METADATA: int
+    SERVICE_NAME: int
+    RESOURCE_ID: int
+    TRACE_ID: int
+    SPAN_ID: int
+    PARENT_SPAN_ID: int
+    NAME: int
+    DURATION_MS: int
+
+
+class PM(Positions, columns=PERFORMANCE_METRICS_COLUMNS):
+    """Positions in a performance_metrics row."""
+
+    ID: int
+    METRIC_NAME: int
+    VALUE: int
+    UNIT: int
+    TAGS: int
+    TIMESTAMP: int
+    SERVICE_NAME: int
+    RESOURCE_ID: int
+    METRIC_TYPE: int
+    TEMPORALITY: int
+    IS_MONOTONIC: int
+    START_TIMESTAMP: int
+    COUNT: int
+    SUM: int
+    MIN: int
+    MAX: int
+    BUCKET_BOUNDS: int
+    BUCKET_COUNTS: int
+    EXEMPLARS: int
+    DETAILS: int
+
+
+class RES(Positions, columns=OTEL_RESOURCES_COLUMNS):
+    """Positions in an otel_resources row."""
+
+    RESOURCE_ID: int
+    SERVICE_NAME: int
+    ATTRIBUTES: int
+    SCHEMA_URL: int
+
+
+class UA(Positions, columns=USER_ANALYTICS_COLUMNS):
+    """Positions in a user_analytics row."""
+
+    ID: int
+    USER_ID: int
+    ACTION: int
+    PAGE: int
+    SESSION_ID: int
+    TIMESTAMP: int
+    METADATA: int
+    SERVICE_NAME: int
+
+
 COPY_TABLES: dict[str, tuple[str, ...]] = {
     SYSTEM_EVENTS: SYSTEM_EVENTS_COLUMNS,
     PERFORMANCE_METRICS: PERFORMANCE_METRICS_COLUMNS,

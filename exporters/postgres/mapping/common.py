@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from exporters.postgres.schema import PM, SE
+
 try:  # the C attribute converter (setup.py builds it when a compiler is there): same results, ~3x faster
     from exporters.postgres.mapping import _fast  # type: ignore[attr-defined]  # the C extension: no stub
 except ImportError:  # pragma: no cover - exercised by the parity tests through FAST.enabled
@@ -89,10 +91,14 @@ def describe_rejections(reasons: dict[str, int], singular: str, plural: str) -> 
     return rejection_message(total, singular, plural, why)
 
 
+_JSON = SE.PAYLOAD  # the JSON column of either table's rows
+assert PM.TAGS == _JSON
+
+
 def rows_memory(rows: list[tuple]) -> int:
-    """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON column 4,
+    """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON column,
     the payload or tags), for admission control."""
-    return 768 * len(rows) + sum(len(r[4]) for r in rows)
+    return 768 * len(rows) + sum(len(r[_JSON]) for r in rows)
 
 
 # --------------------------------------------------------------------------- strings and JSON

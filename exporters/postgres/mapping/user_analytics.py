@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from exporters.postgres.mapping.common import json_dumps, key_text
+from exporters.postgres.schema import SE
 
 __all__ = ["hash_user_id", "user_analytics_rows"]
 
@@ -60,11 +61,11 @@ def user_analytics_rows(events: list[tuple], hash_id: Callable[[str], str] | Non
     screen = _SCREEN
     loads = orjson.loads
     for r in events:
-        payload = r[4]
+        payload = r[SE.PAYLOAD]
         if screen not in payload:
             continue
-        event_type = r[1]
-        if event_type in _SKIPPED_TYPES or (r[2] == _OWN_SOURCE and r[8] is None):
+        event_type = r[SE.EVENT_TYPE]
+        if event_type in _SKIPPED_TYPES or (r[SE.SOURCE] == _OWN_SOURCE and r[SE.RESOURCE_ID] is None):
             continue
         try:
             attrs = loads(payload).get("attributes")
@@ -77,14 +78,17 @@ def user_analytics_rows(events: list[tuple], hash_id: Callable[[str], str] | Non
             continue  # the screen matched something else, e.g. inside a value
         user = hash_id(user) if hash_id is not None else key_text(user)  # user_id is indexed
         is_span = event_type == "span"
-        meta: dict[str, Any] = {"signal": "span" if is_span else "log", "service": r[7]}
-        if r[9] is not None:
-            meta["trace_id"] = r[9].hex
-        if r[10] is not None:
-            meta["span_id"] = r[10]
+        service = r[SE.SERVICE_NAME]
+        meta: dict[str, Any] = {"signal": "span" if is_span else "log", "service": service}
+        trace_id = r[SE.TRACE_ID]
+        if trace_id is not None:
+            meta["trace_id"] = trace_id.hex
+        span_id = r[SE.SPAN_ID]
+        if span_id is not None:
+            meta["span_id"] = span_id
         out.append((
-            r[0], user, (r[12] or event_type) if is_span else event_type,
+            r[SE.ID], user, (r[SE.NAME] or event_type) if is_span else event_type,
             _text(attrs.get("url.path")) or _text(attrs.get("http.route")),
-            _text(attrs.get("session.id")), r[5], json_dumps(meta), r[7],
+            _text(attrs.get("session.id")), r[SE.TIMESTAMP], json_dumps(meta), service,
         ))  # fmt: skip
     return out
