@@ -29,7 +29,7 @@ from exporters.postgres.dead_letter import DeadLetter
 from exporters.postgres.derived import DerivedRows
 from exporters.postgres.events import EventLog
 from exporters.postgres.exporter import AfterCommit, PostgresExporter
-from exporters.postgres.mapping.common import FAST, Limits, set_limits
+from exporters.postgres.mapping.common import FAST_AVAILABLE, Mapper
 from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.partition_maintenance import PartitionMaintenance
 from exporters.postgres.replayer import Replayer
@@ -78,8 +78,8 @@ class App:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self.telemetry = Telemetry(self.registry)
-        set_limits(config.limits.max_attributes, config.limits.max_attribute_value_length)
-        if not FAST.available:
+        self.mapper = Mapper(config.limits.max_attributes, config.limits.max_attribute_value_length)
+        if not FAST_AVAILABLE:
             log.warning(
                 "the C attribute converter is not built (no C compiler at install?): "
                 "mapping spans and logs in pure Python, about a third slower"
@@ -89,7 +89,7 @@ class App:
                 "the C wire splitter is not built (no C compiler at install?): requests are checked and "
                 "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)"
             )
-        self.telemetry.bind_truncations(Limits.truncated)
+        self.telemetry.bind_truncations(self.mapper.truncated)
         self.admission = Admission(config.queue.max_inflight_bytes)  # one budget for both receivers
         self.telemetry.bind_inflight(lambda: self.admission.bytes, config.queue.max_inflight_bytes)
         self.aggregator = PrometheusAggregator(config.prometheus)
@@ -135,7 +135,7 @@ class App:
         cfg, telemetry, database = self.config, self.telemetry, self.database
         self._bind_pool(pool)
         admin = AdminServer(self.registry, self.health, *parse_endpoint(cfg.admin.endpoint, "admin.endpoint"))
-        mapping = MappingThread()
+        mapping = MappingThread(self.mapper)
         dead_letter = DeadLetter(Path(cfg.data_dir) / "dead-letter", max_bytes=cfg.dead_letter.max_bytes)
         telemetry.bind_dead_letter(lambda: dead_letter.entries, lambda: dead_letter.bytes)
         spool = None

@@ -33,7 +33,7 @@ import asyncpg
 import orjson
 
 from exporters.postgres.config import AgentStatesConfig
-from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, any_value, json_dumps, key_text, resource_row
+from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, Mapper, json_dumps
 from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import AGENT_STATES, Positions
 from exporters.postgres.writer import classify
@@ -99,20 +99,24 @@ WHERE status = 'active' AND last_active < $1
 """
 
 
-def _attr(resource: Any, key: str) -> str | None:
+def _attr(resource: Any, key: str, mapper: Mapper) -> str | None:
     for kv in resource.attributes:
         if kv.key == key:
-            v = any_value(kv.value)
+            v = mapper.any_value(kv.value)
             return str(v) if v not in (None, "") else None
     return None
 
 
-def agent_identity(resource: Any, schema_url: str = "") -> tuple[str, str, str | None, int]:
-    """(agent_key, service_name, instance_id, resource_id) of an OTLP Resource."""
-    rid, service, _, _ = resource_row(resource, schema_url)
-    service = key_text(service)  # indexed (agent_key): a 10 KB id must not make the row unstorable
-    instance = _attr(resource, "service.instance.id") or _attr(resource, "host.name")
-    instance = key_text(instance) if instance else None
+def agent_identity(
+    resource: Any, schema_url: str = "", mapper: Mapper | None = None
+) -> tuple[str, str, str | None, int]:
+    """(agent_key, service_name, instance_id, resource_id) of an OTLP Resource. `mapper`: the
+    limits the mapping uses (resource_id must be the one it gives), and the counts of cut keys."""
+    m = Mapper() if mapper is None else mapper
+    rid, service, _, _ = m.resource_row(resource, schema_url)
+    service = m.key_text(service)  # indexed (agent_key): a 10 KB id must not make the row unstorable
+    instance = _attr(resource, "service.instance.id", m) or _attr(resource, "host.name", m)
+    instance = m.key_text(instance) if instance else None
     key = f"{service}/{instance}" if instance else service
     return key, service, instance, rid
 
@@ -145,8 +149,17 @@ def _key_for_log(key: str) -> str:
 
 class AgentTracker:
     def __init__(
-        self, *, window: float = 60.0, error_log_size: int = 20, max_instances: int = 10_000, clock: Any = time.time
+        self,
+        *,
+        window: float = 60.0,
+        error_log_size: int = 20,
+        max_instances: int = 10_000,
+        clock: Any = time.time,
+        mapper: Mapper | None = None,
     ) -> None:
+        """`mapper`: the limits resources are read with, so resource_id is the mapping's (it must
+        not be the mapping thread's own Mapper: the tracker runs on the event loop)."""
+        self._mapper = Mapper() if mapper is None else mapper
         self.window = window
         self.error_log_size = error_log_size
         self.max_instances = max_instances
@@ -169,7 +182,7 @@ class AgentTracker:
         memo_key = (resource.SerializeToString(), schema_url)
         ident = self._identity.get(memo_key)
         if ident is None:
-            ident = agent_identity(resource, schema_url)
+            ident = agent_identity(resource, schema_url, self._mapper)
             if len(memo_key[0]) <= MEMO_KEY_MAX_BYTES:  # bounded in bytes too: huge resources aren't kept
                 if len(self._identity) >= _MEMO_MAX:
                     self._identity.clear()
@@ -248,7 +261,7 @@ class AgentTracker:
                             number == 0 and rec.severity_text and severity(0, rec.severity_text) in ("error", "fatal")
                         ):
                             errors += 1
-                            body = any_value(rec.body)
+                            body = self._mapper.any_value(rec.body)
                             entry = {
                                 "time": _iso(rec.time_unix_nano or rec.observed_time_unix_nano), "signal": "log",
                                 "severity": severity(number, rec.severity_text),
@@ -374,7 +387,9 @@ class AgentStates:
 
     name = "agent_states"
 
-    def __init__(self, pool: asyncpg.Pool, config: AgentStatesConfig, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, config: AgentStatesConfig, *, clock: Any = time.time, mapper: Mapper | None = None
+    ) -> None:
         self._pool = pool
         self._config = config
         self.tracker = AgentTracker(
@@ -382,6 +397,7 @@ class AgentStates:
             error_log_size=config.error_log_size,
             max_instances=config.max_instances,
             clock=clock,
+            mapper=mapper,
         )
         self._tasks = Tasks()
 

@@ -14,7 +14,7 @@ would stall the loop; and jobs of concurrent requests interleave in the thread's
 client's large request doesn't hold back everyone else's small ones.
 
 One thread, not a pool: mapping is CPU-bound Python, so more threads would only contend for the
-GIL, and a single thread keeps the mapping module's counters and memo single-writer.
+GIL, and a single thread keeps the Mapper's counters and memo single-writer.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from exporters.postgres.mapping import Mapped, map_logs, map_metrics, map_traces
-from exporters.postgres.mapping.common import Limits
+from exporters.postgres.mapping import Mapped, Mapper, map_logs, map_metrics, map_traces
 from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import DecodeError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
@@ -35,23 +34,35 @@ from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 _MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
 
 
-def map_chunk(signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any], truncated: int = 0) -> Mapped:
-    """Decode one chunk and map it to rows (the decoded message is kept in `Mapped.decoded`).
-    `truncated`: list elements the splitter already cut, counted here with the mapping's own cuts
-    (one thread updates the counters)."""
+def map_chunk(
+    signal: Signal,
+    chunk: bytes,
+    received_ns: int,
+    new_id: Callable[[], Any],
+    truncated: int = 0,
+    mapper: Mapper | None = None,
+) -> Mapped:
+    """Decode one chunk and map it to rows with `mapper` (None: a new one, default limits; the
+    decoded message is kept in `Mapped.decoded`). `truncated`: list elements the splitter already
+    cut, counted here with the mapping's own cuts (one thread updates the counters)."""
+    if mapper is None:
+        mapper = Mapper()
     if truncated:
-        Limits.truncated["attributes"] += truncated
+        mapper.count_truncated(truncated, 0)
     try:
         message = signal.decode(chunk)
     except (ProtobufDecodeError, RecursionError) as e:
         raise DecodeError(f"invalid protobuf {signal.request_type.DESCRIPTOR.name}: {e}") from None
-    mapped = _MAPPERS[signal](message, received_ns, new_id=new_id, raw=chunk)
+    mapped = _MAPPERS[signal](message, received_ns, new_id=new_id, raw=chunk, mapper=mapper)
     mapped.decoded = message
     return mapped
 
 
 class MappingThread:
-    def __init__(self) -> None:
+    """The thread that maps, and the Mapper it maps with (limits, counters, memo): `mapper`."""
+
+    def __init__(self, mapper: Mapper | None = None) -> None:
+        self.mapper = Mapper() if mapper is None else mapper
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
     async def map(
@@ -59,7 +70,9 @@ class MappingThread:
     ) -> Mapped:
         """Map one chunk in the thread; `new_id` continues the request's id sequence."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated)
+        return await loop.run_in_executor(
+            self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated, self.mapper
+        )
 
     name = "mapping thread"
 

@@ -28,7 +28,6 @@ from exporters.postgres.batcher import MAX_ROW_WRITES, Tables, merge_tables
 from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import request_ids
 from exporters.postgres.isolation import isolate, refused_rows
-from exporters.postgres.mapping.common import Limits
 from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.schema import PM, SE, SYSTEM_EVENTS
 from exporters.postgres.spool import Record, Spool, read_segment
@@ -181,7 +180,9 @@ class Replayer:
     async def _map(self, record: Record) -> _Mapped:
         signal = record.signal
         # Cut as on intake (where the cuts were counted already).
-        split = await asyncio.to_thread(otlpwire.split, signal.code, record.payload, max_list=Limits.max_attributes)
+        split = await asyncio.to_thread(
+            otlpwire.split, signal.code, record.payload, max_list=self._mapping.mapper.max_attributes
+        )
         new_id = request_ids(record.received_ns, record.seed)
         out = _Mapped(record)
         for chunk in split.chunks:

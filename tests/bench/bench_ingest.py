@@ -219,9 +219,9 @@ def take_sample(mon: Monitor, clients: list[psutil.Process], metrics_url: str) -
 
 
 def _c_converter() -> str:
-    from exporters.postgres.mapping.common import FAST
+    from exporters.postgres.mapping.common import FAST_AVAILABLE
 
-    return "built" if FAST.available else "NOT built (pure Python mapping)"
+    return "built" if FAST_AVAILABLE else "NOT built (pure Python mapping)"
 
 
 def start_otelpg(args: argparse.Namespace, dsn: str, workdir: Path):
@@ -597,9 +597,10 @@ class PgWaits:
 
 def mapped_rows(signal: str, templates: list[Template], n_rows: int, id_base: int) -> tuple[list[tuple], int]:
     """Rows of the first requests of a stream like the load generator's, mapped before any timing."""
-    from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+    from exporters.postgres.mapping import Mapper, map_logs, map_metrics, map_traces
 
     mapper = {"traces": map_traces, "metrics": map_metrics, "logs": map_logs}[signal]
+    state = Mapper()
     req_type = REQUEST_TYPES[signal]
     table = TABLE_OF[signal]
     rows: list[tuple] = []
@@ -607,7 +608,7 @@ def mapped_rows(signal: str, templates: list[Template], n_rows: int, id_base: in
     while len(rows) < n_rows:
         template = templates[seq % len(templates)]
         body = template.make(id_base + seq, seq)
-        rows.extend(mapper(req_type.FromString(body), time.time_ns()).rows[table])
+        rows.extend(mapper(req_type.FromString(body), time.time_ns(), mapper=state).rows[table])
         seq += 1
     return rows[:n_rows], seq
 

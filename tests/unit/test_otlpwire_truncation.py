@@ -1,15 +1,14 @@
 """sidecar.pipeline.otlpwire.split(max_list=N): every attribute list and array keeps its first N elements in
-the chunks, exactly as the mapping's Limits.max_attributes keeps them: the chunks parse to the
+the chunks, exactly as the mapping's Mapper.max_attributes keeps them: the chunks parse to the
 request with its lists cut (protobuf's merge and oneof rules included), map to the same rows, and
 C == Python on generated, merged, random and hostile input."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -25,8 +24,8 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as mt
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1 import trace_pb2 as tr
 
-from exporters.postgres.mapping import common as mapping_common
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
+from exporters.postgres.mapping.common import FAST_AVAILABLE, Mapper
 from sidecar.pipeline import otlpwire
 from sidecar.pipeline.otlpwire import LOGS, METRICS, TRACES, Split
 
@@ -797,28 +796,19 @@ class Ids:
 MAPPERS: dict[int, Callable] = {TRACES: map_traces, LOGS: map_logs, METRICS: map_metrics}
 
 
-@contextlib.contextmanager
-def max_attributes(n: int) -> Iterator[None]:
-    saved = mapping_common.Limits.max_attributes
-    mapping_common.Limits.max_attributes = n
-    try:
-        yield
-    finally:
-        mapping_common.Limits.max_attributes = saved
-        mapping_common._RESOURCE_MEMO.clear()
-
-
-def mapped(signal: int, bodies: list[bytes]) -> tuple[tuple, int]:
-    """The rows, resources, items and rejections of these requests mapped in order; attributes cut."""
-    mapping_common._RESOURCE_MEMO.clear()
+def mapped(signal: int, bodies: list[bytes], n: int, fast: bool) -> tuple[tuple, int]:
+    """The rows, resources, items and rejections of these requests mapped in order with a new
+    Mapper(max_attributes=n); attributes cut."""
+    mapper = Mapper(n, fast=fast)
     ids = Ids()
-    before = mapping_common.Limits.truncated["attributes"]
     rows: dict[str, list] = {}
     resources: dict = {}
     items = rejected = 0
     reasons: dict[str, int] = {}
     for body in bodies:
-        m = MAPPERS[signal](REQUESTS[signal].FromString(body), 1_700_000_000_000_000_000, new_id=ids, raw=body)
+        m = MAPPERS[signal](
+            REQUESTS[signal].FromString(body), 1_700_000_000_000_000_000, new_id=ids, raw=body, mapper=mapper
+        )
         for table, r in m.rows.items():
             rows.setdefault(table, []).extend(r)
         resources.update(m.resources)
@@ -826,8 +816,7 @@ def mapped(signal: int, bodies: list[bytes]) -> tuple[tuple, int]:
         rejected += m.rejected
         for k, v in m.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
-    cut = mapping_common.Limits.truncated["attributes"] - before
-    return (rows, resources, items, rejected, reasons), cut
+    return (rows, resources, items, rejected, reasons), mapper.truncated["attributes"]
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -835,23 +824,18 @@ def mapped(signal: int, bodies: list[bytes]) -> tuple[tuple, int]:
 @pytest.mark.parametrize("n", [1, 3, 1024])
 def test_chunks_map_to_the_rows_of_the_request(fast: bool, signal: int, n: int) -> None:
     """Mapping the chunks of split(max_list=n) gives the rows of the request mapped with
-    Limits.max_attributes = n (which then has nothing left to cut), and split counts what the
+    Mapper(max_attributes=n) (which then has nothing left to cut), and split counts what the
     mapping would have cut."""
     data = long_lists(n, extra=3 if n < 1024 else 10)[signal]
-    saved = mapping_common.FAST.enabled
-    mapping_common.FAST.enabled = fast and mapping_common.FAST.available
-    try:
-        with max_attributes(n):
-            whole, whole_cut = mapped(signal, [data])
-            assert whole_cut > 0
-            for cm in (1 << 30, 40, 1):
-                s = otlpwire.split(signal, data, chunk_messages=cm, max_list=n)
-                assert s.rejected == 0 and (len(s.chunks) == 1 if cm == 1 << 30 else len(s.chunks) > 1)
-                rows, cut = mapped(signal, s.chunks)
-                assert rows == whole
-                assert cut == 0
-                if cm == 1 << 30:
-                    assert s.truncated == whole_cut
-    finally:
-        mapping_common.FAST.enabled = saved
+    fast = fast and FAST_AVAILABLE
+    whole, whole_cut = mapped(signal, [data], n, fast)
+    assert whole_cut > 0
+    for cm in (1 << 30, 40, 1):
+        s = otlpwire.split(signal, data, chunk_messages=cm, max_list=n)
+        assert s.rejected == 0 and (len(s.chunks) == 1 if cm == 1 << 30 else len(s.chunks) > 1)
+        rows, cut = mapped(signal, s.chunks, n, fast)
+        assert rows == whole
+        assert cut == 0
+        if cm == 1 << 30:
+            assert s.truncated == whole_cut
     assert whole[0] and all(len(r) for r in whole[0].values())

@@ -4,6 +4,9 @@ ids, timestamps, and the NUL/UTF-8 sanitising PostgreSQL needs.
 Everything here is called once per attribute or per row, so it is written for speed: local
 names, no intermediate objects, and the rare cases (NUL bytes, non-finite doubles, absurd
 timestamps) pushed off the common path. See docs/mapping.md for the rules.
+
+What depends on state (the limits, the counts of what they cut, the resource memo, the C
+converter switch) are methods of a `Mapper` the caller owns; there is no module-level state.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from exporters.postgres.schema import PM, SE
 
 try:  # the C attribute converter (setup.py builds it when a compiler is there): same results, ~3x faster
     from exporters.postgres.mapping import _fast  # type: ignore[attr-defined]  # the C extension: no stub
-except ImportError:  # pragma: no cover - exercised by the parity tests through FAST.enabled
+except ImportError:  # pragma: no cover - the parity tests compare with Mapper(fast=False)
     _fast = None
 
 try:  # asyncpg's UUID is a uuid.UUID subclass, 8x cheaper to build and its COPY encoder's fast path.
@@ -30,28 +33,25 @@ except ImportError:  # pragma: no cover - asyncpg is a dependency; keep the mapp
     _PgUUID = None
 
 __all__ = [
+    "FAST_AVAILABLE",
     "INT64_MAX",
     "KEY_MAX_BYTES",
+    "MAX_ATTRIBUTES",
+    "MAX_VALUE_LENGTH",
     "MEMO_KEY_MAX_BYTES",
+    "RESOURCE_MEMO_MAX",
     "UNKNOWN_SERVICE",
     "ZERO_SPAN_ID",
     "ZERO_TRACE_ID",
-    "Limits",
     "Mapped",
-    "any_value",
-    "attributes",
+    "Mapper",
     "describe_rejections",
-    "fast_attributes",
     "json_dumps",
     "json_dumps_sorted",
     "json_float",
     "key_text",
     "rejection_message",
-    "resource_row",
     "rows_memory",
-    "scope_info",
-    "scope_metadata",
-    "set_limits",
     "text",
     "to_datetime",
     "trace_uuid",
@@ -180,31 +180,22 @@ def json_float(x: float) -> float | str:
 
 # --------------------------------------------------------------------------- limits
 
-
-class Limits:
-    """Bounds on what one client value may make otelpg store (hostile or runaway clients):
-    attributes per map (and elements per array/kvlist) and characters per string value.
-    Set once at start from the config; what they cut is counted in `truncated`."""
-
-    max_attributes = 1024
-    max_value_length = 64 * 1024
-    truncated = {"attributes": 0, "attribute_values": 0, "keys": 0}
-
-
-def set_limits(max_attributes: int, max_value_length: int) -> None:
-    Limits.max_attributes = max_attributes
-    Limits.max_value_length = max_value_length
-
-
 # Names and keys that PostgreSQL indexes (service_name, event_type, metric_name, user_id, agent_key...)
 # are cut to this many bytes of UTF-8. A B-tree entry must fit in a third of a page (2704 bytes on
 # 8 KiB pages): two such keys plus a timestamp and an id still fit, so no name can make a row
 # unstorable. The full value stays in the JSON where there is one (attributes, resource).
 KEY_MAX_BYTES = 1024
 
+FAST_AVAILABLE = _fast is not None
+"""Whether the C attribute converter is built (a Mapper uses it unless told not to)."""
 
-def key_text(s: str) -> str:
-    """`text(s)` cut to KEY_MAX_BYTES bytes of UTF-8 at a character boundary (counted)."""
+MAX_ATTRIBUTES = 1024
+MAX_VALUE_LENGTH = 64 * 1024
+
+
+def key_text(s: str, truncated: dict[str, int] | None = None) -> str:
+    """`text(s)` cut to KEY_MAX_BYTES bytes of UTF-8 at a character boundary (a cut is counted
+    in `truncated["keys"]` when given)."""
     if "\x00" in s:
         s = s.replace("\x00", "\ufffd")
     if len(s) <= KEY_MAX_BYTES // 4:  # no character takes more than 4 bytes
@@ -212,100 +203,173 @@ def key_text(s: str) -> str:
     b = s.encode("utf-8", "surrogatepass")
     if len(b) <= KEY_MAX_BYTES:
         return s
-    Limits.truncated["keys"] += 1
+    if truncated is not None:
+        truncated["keys"] += 1
     return b[:KEY_MAX_BYTES].decode("utf-8", "ignore")
 
 
-def _cut(s: str) -> str:
-    Limits.truncated["attribute_values"] += 1
-    return s[: Limits.max_value_length]
+class Mapper:
+    """The mapping's state, owned by whoever maps (the app's MappingThread; a test; a bench) and
+    passed to map_traces / map_logs / map_metrics:
 
+    - the bounds on what one client value may make otelpg store (hostile or runaway clients):
+      `max_attributes` per map (and elements per array/kvlist), `max_value_length` characters
+      per string value (bytes per bytes value);
+    - `truncated`: what they cut, and the indexed keys cut to KEY_MAX_BYTES, by kind;
+    - the memo of resource rows (an SDK sends the same Resource on every request);
+    - `fast`: whether the C attribute converter is used (FAST_AVAILABLE by default).
 
-def _cap(seq: Any) -> Any:
-    if len(seq) > Limits.max_attributes:
-        Limits.truncated["attributes"] += len(seq) - Limits.max_attributes
-        return seq[: Limits.max_attributes]
-    return seq
+    Not thread-safe: one thread maps with one Mapper. Its methods are the conversions that
+    depend on that state; a mapper binds them to locals once per request.
+    """
 
+    __slots__ = ("_resources", "fast", "max_attributes", "max_value_length", "truncated")
 
-# --------------------------------------------------------------------------- AnyValue
+    def __init__(
+        self,
+        max_attributes: int = MAX_ATTRIBUTES,
+        max_value_length: int = MAX_VALUE_LENGTH,
+        *,
+        fast: bool | None = None,
+    ) -> None:
+        if fast and not FAST_AVAILABLE:
+            raise ValueError("the C attribute converter is not built")
+        self.max_attributes = max_attributes
+        self.max_value_length = max_value_length
+        self.fast = FAST_AVAILABLE if fast is None else fast
+        self.truncated = {"attributes": 0, "attribute_values": 0, "keys": 0}
+        self._resources: dict[tuple[bytes, str], tuple] = {}
 
+    def key_text(self, s: str) -> str:
+        """`text(s)` cut to KEY_MAX_BYTES bytes of UTF-8 at a character boundary (counted)."""
+        return key_text(s, self.truncated)
 
-def any_value(v: Any) -> Any:
-    """An OTLP AnyValue as typed JSON: str, bool, int, float (non-finite as a string), base64
-    bytes, list, object; None when empty."""
-    s = v.string_value
-    if s:
-        return s if len(s) <= Limits.max_value_length else _cut(s)
-    w = v.WhichOneof("value")
-    if w == "int_value":
-        return v.int_value
-    if w == "double_value":
-        x = v.double_value
-        return x if x - x == 0.0 else json_float(x)
-    if w == "bool_value":
-        return v.bool_value
-    if w == "string_value":
-        return ""
-    if w == "kvlist_value":
-        return attributes(v.kvlist_value.values)
-    if w == "array_value":
-        return [any_value(x) for x in _cap(v.array_value.values)]
-    if w == "bytes_value":
-        b = v.bytes_value
-        if len(b) > Limits.max_value_length:
-            Limits.truncated["attribute_values"] += 1
-            b = b[: Limits.max_value_length]
-        return b64encode(b).decode("ascii")
-    # None (empty AnyValue), or string_value_strindex: an index into a profiles dictionary that
-    # traces, metrics and logs don't have, so there is nothing to resolve it to.
-    return None
+    def _cut(self, s: str) -> str:
+        self.truncated["attribute_values"] += 1
+        return s[: self.max_value_length]
 
+    def _cap(self, seq: Any) -> Any:
+        limit = self.max_attributes
+        if len(seq) > limit:
+            self.truncated["attributes"] += len(seq) - limit
+            return seq[:limit]
+        return seq
 
-def attributes(kvs: Any) -> dict[str, Any]:
-    """Repeated KeyValue → dict (a repeated key: the last one wins). Keys and strings are
-    sanitised when the dict is serialised by json_dumps."""
-    d: dict[str, Any] = {}
-    if len(kvs) > Limits.max_attributes:
-        kvs = _cap(kvs)
-    limit = Limits.max_value_length
-    for kv in kvs:
-        v = kv.value
+    def any_value(self, v: Any) -> Any:
+        """An OTLP AnyValue as typed JSON: str, bool, int, float (non-finite as a string), base64
+        bytes, list, object; None when empty."""
         s = v.string_value
         if s:
-            d[kv.key] = s if len(s) <= limit else _cut(s)
-            continue
-        i = v.int_value  # non-zero means int: cheaper than WhichOneof for the second commonest type
-        d[kv.key] = i if i else any_value(v)
-    return d
-
-
-class FAST:
-    """Whether the C converter is used: it is when built; tests turn it off to compare both paths."""
-
-    available = _fast is not None
-    enabled = _fast is not None
-
-
-def fast_attributes(kind: str, request: Any, raw: bytes | None) -> tuple[list, list, int, int] | None:
-    """The attribute dicts of every item of a request, in the order the protobuf API iterates
-    them, from the C converter: ("spans": span dicts, event dicts) or ("logs": record dicts,
-    bodies), plus the counts of attributes and values cut by Limits. None: use the Python path
-    (converter not built, or wire data it leaves to protobuf's rules). `raw`: the request's
-    protobuf bytes if the receiver has them; otherwise serialised here (cheap, in C)."""
-    if not FAST.enabled:
+            return s if len(s) <= self.max_value_length else self._cut(s)
+        w = v.WhichOneof("value")
+        if w == "int_value":
+            return v.int_value
+        if w == "double_value":
+            x = v.double_value
+            return x if x - x == 0.0 else json_float(x)
+        if w == "bool_value":
+            return v.bool_value
+        if w == "string_value":
+            return ""
+        if w == "kvlist_value":
+            return self.attributes(v.kvlist_value.values)
+        if w == "array_value":
+            any_value = self.any_value
+            return [any_value(x) for x in self._cap(v.array_value.values)]
+        if w == "bytes_value":
+            b = v.bytes_value
+            if len(b) > self.max_value_length:
+                self.truncated["attribute_values"] += 1
+                b = b[: self.max_value_length]
+            return b64encode(b).decode("ascii")
+        # None (empty AnyValue), or string_value_strindex: an index into a profiles dictionary that
+        # traces, metrics and logs don't have, so there is nothing to resolve it to.
         return None
-    if raw is None:
-        raw = request.SerializeToString()
-    fn = _fast.span_attributes if kind == "spans" else _fast.log_attributes
-    return fn(raw, Limits.max_attributes, Limits.max_value_length)
 
+    def attributes(self, kvs: Any) -> dict[str, Any]:
+        """Repeated KeyValue → dict (a repeated key: the last one wins). Keys and strings are
+        sanitised when the dict is serialised by json_dumps."""
+        d: dict[str, Any] = {}
+        if len(kvs) > self.max_attributes:
+            kvs = self._cap(kvs)
+        limit = self.max_value_length
+        for kv in kvs:
+            v = kv.value
+            s = v.string_value
+            if s:
+                d[kv.key] = s if len(s) <= limit else self._cut(s)
+                continue
+            i = v.int_value  # non-zero means int: cheaper than WhichOneof for the second commonest type
+            d[kv.key] = i if i else self.any_value(v)
+        return d
 
-def count_truncated(attrs: int, values: int) -> None:
-    if attrs:
-        Limits.truncated["attributes"] += attrs
-    if values:
-        Limits.truncated["attribute_values"] += values
+    def fast_attributes(self, kind: str, request: Any, raw: bytes | None) -> tuple[list, list, int, int] | None:
+        """The attribute dicts of every item of a request, in the order the protobuf API iterates
+        them, from the C converter: ("spans": span dicts, event dicts) or ("logs": record dicts,
+        bodies), plus the counts of attributes and values cut by the limits. None: use the Python
+        path (converter not used, or wire data it leaves to protobuf's rules). `raw`: the
+        request's protobuf bytes if the receiver has them; otherwise serialised here (cheap, in C)."""
+        if not self.fast:
+            return None
+        if raw is None:
+            raw = request.SerializeToString()
+        fn = _fast.span_attributes if kind == "spans" else _fast.log_attributes
+        return fn(raw, self.max_attributes, self.max_value_length)
+
+    def count_truncated(self, attrs: int, values: int) -> None:
+        """Count cuts made elsewhere (the C converter, the wire splitter)."""
+        if attrs:
+            self.truncated["attributes"] += attrs
+        if values:
+            self.truncated["attribute_values"] += values
+
+    def resource_row(self, resource: Any, schema_url: str) -> tuple:
+        """The otel_resources row (resource_id, service_name, attributes JSON, schema_url).
+
+        resource_id = blake2b-64 (signed) of the canonical JSON of the attributes (keys sorted at
+        every level, as stored) + b"\\n" + schema_url: the same attributes in any order give the
+        same id. Memoised on the serialised Resource: an SDK sends the same one on every request.
+        """
+        key = (resource.SerializeToString(), schema_url)
+        memo = self._resources
+        row = memo.get(key)
+        if row is not None:
+            return row
+        attrs = self.attributes(resource.attributes)
+        canonical = json_dumps_sorted(attrs)
+        digest = blake2b(canonical.encode() + b"\n" + schema_url.encode(), digest_size=8).digest()
+        service = attrs.get("service.name")
+        service = self.key_text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE
+        row = (int.from_bytes(digest, "big", signed=True), service, canonical, text(schema_url) or None)
+        if len(key[0]) <= MEMO_KEY_MAX_BYTES:
+            if len(memo) >= RESOURCE_MEMO_MAX:
+                memo.clear()
+            memo[key] = row
+        return row
+
+    def scope_info(self, scope: Any) -> dict[str, Any]:
+        """InstrumentationScope → {name, version, attributes, dropped_attributes_count}, empty
+        parts left out."""
+        info: dict[str, Any] = {}
+        if scope.name:
+            info["name"] = scope.name
+        if scope.version:
+            info["version"] = scope.version
+        if scope.attributes:
+            info["attributes"] = self.attributes(scope.attributes)
+        if scope.dropped_attributes_count:
+            info["dropped_attributes_count"] = scope.dropped_attributes_count
+        return info
+
+    def scope_metadata(self, scope: Any, schema_url: str) -> str:
+        """system_events.metadata for every row of one ScopeSpans/ScopeLogs: {scope, schema_url}."""
+        meta: dict[str, Any] = {}
+        info = self.scope_info(scope)
+        if info:
+            meta["scope"] = info
+        if schema_url:
+            meta["schema_url"] = schema_url
+        return json_dumps(meta)
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -344,35 +408,10 @@ trace_uuid = _PgUUID if _PgUUID is not None else _uuid_from_bytes
 uuid.UUID(bytes=b), and what asyncpg's COPY encoder writes fastest)."""
 
 
-# --------------------------------------------------------------------------- resources, scopes
+# --------------------------------------------------------------------------- resources
 
-_RESOURCE_MEMO: dict[tuple[bytes, str], tuple] = {}
-_RESOURCE_MEMO_MAX = 1024
+RESOURCE_MEMO_MAX = 1024  # resource rows a Mapper memoises
 MEMO_KEY_MAX_BYTES = 16 * 1024  # resources larger than this are not memoised: memos stay bounded in bytes
-
-
-def resource_row(resource: Any, schema_url: str) -> tuple:
-    """The otel_resources row (resource_id, service_name, attributes JSON, schema_url).
-
-    resource_id = blake2b-64 (signed) of the canonical JSON of the attributes (keys sorted at
-    every level, as stored) + b"\\n" + schema_url: the same attributes in any order give the same
-    id. Memoised on the serialised Resource: an SDK sends the same one on every request.
-    """
-    key = (resource.SerializeToString(), schema_url)
-    row = _RESOURCE_MEMO.get(key)
-    if row is not None:
-        return row
-    attrs = attributes(resource.attributes)
-    canonical = json_dumps_sorted(attrs)
-    digest = blake2b(canonical.encode() + b"\n" + schema_url.encode(), digest_size=8).digest()
-    service = attrs.get("service.name")
-    service = key_text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE
-    row = (int.from_bytes(digest, "big", signed=True), service, canonical, text(schema_url) or None)
-    if len(key[0]) <= MEMO_KEY_MAX_BYTES:
-        if len(_RESOURCE_MEMO) >= _RESOURCE_MEMO_MAX:
-            _RESOURCE_MEMO.clear()
-        _RESOURCE_MEMO[key] = row
-    return row
 
 
 def json_dumps_sorted(obj: Any) -> str:
@@ -385,29 +424,3 @@ def json_dumps_sorted(obj: Any) -> str:
         if _ESCAPED_NUL in out:
             out = _dumps(_clean(obj), option=orjson.OPT_SORT_KEYS)
     return out.decode()
-
-
-def scope_info(scope: Any) -> dict[str, Any]:
-    """InstrumentationScope → {name, version, attributes, dropped_attributes_count}, empty parts
-    left out."""
-    info: dict[str, Any] = {}
-    if scope.name:
-        info["name"] = scope.name
-    if scope.version:
-        info["version"] = scope.version
-    if scope.attributes:
-        info["attributes"] = attributes(scope.attributes)
-    if scope.dropped_attributes_count:
-        info["dropped_attributes_count"] = scope.dropped_attributes_count
-    return info
-
-
-def scope_metadata(scope: Any, schema_url: str) -> str:
-    """system_events.metadata for every row of one ScopeSpans/ScopeLogs: {scope, schema_url}."""
-    meta: dict[str, Any] = {}
-    info = scope_info(scope)
-    if info:
-        meta["scope"] = info
-    if schema_url:
-        meta["schema_url"] = schema_url
-    return json_dumps(meta)

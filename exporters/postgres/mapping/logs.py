@@ -13,15 +13,9 @@ from exporters.postgres.mapping.common import (
     ZERO_SPAN_ID,
     ZERO_TRACE_ID,
     Mapped,
-    any_value,
-    attributes,
-    count_truncated,
+    Mapper,
     describe_rejections,
-    fast_attributes,
     json_dumps,
-    key_text,
-    resource_row,
-    scope_metadata,
     text,
     to_datetime,
     trace_uuid,
@@ -64,9 +58,12 @@ def map_logs(
     received_ns: int,
     new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
+    mapper: Mapper | None = None,
 ) -> Mapped:
-    """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter)."""
-    fast = fast_attributes("logs", request, raw)
+    """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter).
+    `mapper`: the limits, counters and memo to map with (None: a new Mapper, default limits)."""
+    m = Mapper() if mapper is None else mapper
+    fast = m.fast_attributes("logs", request, raw)
     if fast is not None and len(fast[0]) != sum(
         len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs
     ):
@@ -80,7 +77,11 @@ def map_logs(
     traces: dict[bytes, Any] = {}
     received_dt = to_datetime(received_ns)
     to_dt = to_datetime
-    attrs_of = attributes
+    attrs_of = m.attributes
+    any_value = m.any_value
+    key_text = m.key_text
+    resource_row = m.resource_row
+    scope_metadata = m.scope_metadata
     dumps = json_dumps
     by_number = SEVERITY_BY_NUMBER
     has_event_name = _HAS_EVENT_NAME
@@ -158,7 +159,7 @@ def map_logs(
             resources[rid] = resource
 
     if fast:
-        count_truncated(fast[2], fast[3])
+        m.count_truncated(fast[2], fast[3])
     reasons = {_INVALID_IDS: rejected} if rejected else {}
     message = describe_rejections(reasons, "log record", "log records")
     return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)

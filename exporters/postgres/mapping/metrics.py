@@ -15,13 +15,10 @@ from exporters.postgres.mapping.common import (
     INT64_MAX,
     KEY_MAX_BYTES,
     Mapped,
-    attributes,
+    Mapper,
     describe_rejections,
     json_dumps,
     json_float,
-    key_text,
-    resource_row,
-    scope_info,
     text,
     to_datetime,
 )
@@ -140,7 +137,7 @@ def _value(point: Any) -> Any:
     return None
 
 
-def _exemplars(exemplars: Any) -> str:
+def _exemplars(exemplars: Any, attributes: Callable[[Any], dict[str, Any]]) -> str:
     out = []
     for e in exemplars:
         d: dict[str, Any] = {"time_unix_nano": e.time_unix_nano, "value": _value(e)}
@@ -170,15 +167,21 @@ def map_metrics(
     received_ns: int,
     new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
+    mapper: Mapper | None = None,
 ) -> Mapped:
-    """`raw` is accepted for the same signature as the other mappers (points have no converter)."""
+    """`raw` is accepted for the same signature as the other mappers (points have no converter).
+    `mapper`: the limits, counters and memo to map with (None: a new Mapper, default limits)."""
+    m = Mapper() if mapper is None else mapper
     rows: list[tuple] = []
     append = rows.append
     resources: dict[int, tuple] = {}
     items = unnamed = bad_buckets = 0
     received = to_datetime(received_ns)
     to_dt = to_datetime
-    attrs_of = attributes
+    attrs_of = m.attributes
+    key_text = m.key_text
+    resource_row = m.resource_row
+    scope_info = m.scope_info
     dumps = json_dumps
     temporalities = TEMPORALITY
     # Consecutive points usually share their timestamps: convert each distinct one once.
@@ -251,7 +254,7 @@ def map_metrics(
                             new_id(), name, v, unit, dumps(attrs_of(attrs)) if attrs else "{}",
                             last_ts, service, rid, kind, temporality, monotonic, last_start,
                             None, None, None, None, None, None,
-                            _exemplars(ex) if ex else None,
+                            _exemplars(ex, attrs_of) if ex else None,
                             _details(base, base_json, flags, None) if flags else base_json,
                         ))  # fmt: skip
                     continue
@@ -289,7 +292,7 @@ def map_metrics(
                     lo = dp.min if dp.HasField("min") else None
                     hi = dp.max if dp.HasField("max") else None
                     ex = dp.exemplars
-                    exemplars = _exemplars(ex) if ex else None
+                    exemplars = _exemplars(ex, attrs_of) if ex else None
                     bounds: list[float] | None
                     counts: list[int] | None
                     if kind == "histogram":

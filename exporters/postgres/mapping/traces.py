@@ -12,13 +12,9 @@ from exporters.postgres.mapping.common import (
     ZERO_SPAN_ID,
     ZERO_TRACE_ID,
     Mapped,
-    attributes,
-    count_truncated,
+    Mapper,
     describe_rejections,
-    fast_attributes,
     json_dumps,
-    resource_row,
-    scope_metadata,
     to_datetime,
     trace_uuid,
 )
@@ -39,7 +35,7 @@ _STATUSES = {code: {"code": name} for code, name in STATUS_CODE_NAMES.items()}
 _INVALID_IDS = "invalid trace_id, span_id or parent_span_id"
 
 
-def _link(link: Any) -> dict[str, Any]:
+def _link(link: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     d: dict[str, Any] = {
         "trace_id": link.trace_id.hex(),
         "span_id": link.span_id.hex(),
@@ -67,9 +63,12 @@ def map_traces(
     received_ns: int,
     new_id: Callable[[], Any] = uuid7,
     raw: bytes | None = None,
+    mapper: Mapper | None = None,
 ) -> Mapped:
-    """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter)."""
-    fast = fast_attributes("spans", request, raw)
+    """`raw`: the request's protobuf bytes, when the receiver has them (for the C converter).
+    `mapper`: the limits, counters and memo to map with (None: a new Mapper, default limits)."""
+    m = Mapper() if mapper is None else mapper
+    fast = m.fast_attributes("spans", request, raw)
     if not _aligned(request, fast):
         fast = None
     span_attrs, event_attrs = (fast[0], fast[1]) if fast else ((), ())
@@ -84,7 +83,9 @@ def map_traces(
     codes = STATUS_CODE_NAMES
     statuses = _STATUSES
     to_dt = to_datetime
-    attrs_of = attributes
+    attrs_of = m.attributes
+    resource_row = m.resource_row
+    scope_metadata = m.scope_metadata
     dumps = json_dumps
     z16 = ZERO_TRACE_ID
     z8 = ZERO_SPAN_ID
@@ -136,7 +137,7 @@ def map_traces(
                     "end_time_unix_nano": end,
                 }
                 if sp.links:
-                    payload["links"] = [_link(link) for link in sp.links]
+                    payload["links"] = [_link(link, attrs_of) for link in sp.links]
                 if sp.trace_state:
                     payload["trace_state"] = sp.trace_state
                 if sp.flags:
@@ -183,7 +184,7 @@ def map_traces(
             resources[rid] = resource
 
     if fast:
-        count_truncated(fast[2], fast[3])
+        m.count_truncated(fast[2], fast[3])
     reasons = {_INVALID_IDS: rejected} if rejected else {}
     message = describe_rejections(reasons, "span", "spans")
     return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)

@@ -13,11 +13,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from exporters.postgres.mapping import common
 from exporters.postgres.mapping.common import (
-    any_value,
-    attributes,
+    Mapper,
     json_dumps,
     json_float,
-    resource_row,
     text,
     to_datetime,
     trace_uuid,
@@ -26,6 +24,10 @@ from exporters.postgres.mapping.common import (
 from .builders import anyv, kvs, resource
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAPPER = Mapper()
+any_value = _MAPPER.any_value
+attributes = _MAPPER.attributes
+resource_row = _MAPPER.resource_row
 
 
 # ------------------------------------------------------------------ AnyValue
@@ -219,6 +221,7 @@ def test_service_name_nul_is_sanitised():
 
 
 def test_resource_memo_is_bounded():
-    for i in range(common._RESOURCE_MEMO_MAX + 10):
-        resource_row(resource({"service.name": f"s{i}"}), "")
-    assert len(common._RESOURCE_MEMO) <= common._RESOURCE_MEMO_MAX
+    mapper = Mapper()
+    for i in range(common.RESOURCE_MEMO_MAX + 10):
+        mapper.resource_row(resource({"service.name": f"s{i}"}), "")
+    assert len(mapper._resources) <= common.RESOURCE_MEMO_MAX

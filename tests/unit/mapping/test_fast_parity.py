@@ -5,9 +5,6 @@ aside (None) so the Python path decides."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,44 +15,28 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from exporters.postgres.mapping import map_logs, map_traces
-from exporters.postgres.mapping.common import _RESOURCE_MEMO, FAST, Limits, set_limits
+from exporters.postgres.mapping.common import FAST_AVAILABLE, MAX_ATTRIBUTES, MAX_VALUE_LENGTH, Mapper
 
 from .builders import RECEIVED_NS, Ids, kvs, resource
 from .test_fuzz import attrs, logs, res, spans
 
-pytestmark = pytest.mark.skipif(not FAST.available, reason="the C converter is not built (no C compiler?)")
+pytestmark = pytest.mark.skipif(not FAST_AVAILABLE, reason="the C converter is not built (no C compiler?)")
 
 
-@contextlib.contextmanager
-def limits(max_attributes: int, max_value_length: int) -> Iterator[None]:
-    saved = (Limits.max_attributes, Limits.max_value_length)
-    set_limits(max_attributes, max_value_length)
-    try:
-        yield
-    finally:
-        set_limits(*saved)
-
-
-def both(mapper, request, raw: bytes | None = None):
-    """(rows, truncation counts) from the C path and from the Python path."""
+def both(map_fn, request, raw: bytes | None = None, lims: tuple[int, int] = (MAX_ATTRIBUTES, MAX_VALUE_LENGTH)):
+    """(rows, truncation counts) from the C path and from the Python path, each with a new
+    Mapper (resources are converted, and their cuts counted, once per Mapper, then memoised)."""
     out = []
-    for enabled in (True, False):
-        FAST.enabled = enabled
-        _RESOURCE_MEMO.clear()  # resources are converted (and their cuts counted) once, then memoised
-        before = dict(Limits.truncated)
-        try:
-            mapped = mapper(request, RECEIVED_NS, new_id=Ids(), **({"raw": raw} if enabled else {}))
-        finally:
-            FAST.enabled = FAST.available
-        counts = {k: Limits.truncated[k] - before[k] for k in before}
-        out.append(((mapped.rows, mapped.resources, mapped.items, mapped.rejected, mapped.message), counts))
+    for fast in (True, False):
+        mapper = Mapper(*lims, fast=fast)
+        mapped = map_fn(request, RECEIVED_NS, new_id=Ids(), mapper=mapper, **({"raw": raw} if fast else {}))
+        out.append(((mapped.rows, mapped.resources, mapped.items, mapped.rejected, mapped.message), mapper.truncated))
     return out
 
 
-def assert_same(mapper, request, lims: tuple[int, int]) -> None:
+def assert_same(map_fn, request, lims: tuple[int, int]) -> None:
     """Same rows and, unless an item was rejected, the same cut counts under limits `lims`."""
-    with limits(*lims):
-        (fast, fast_counts), (slow, slow_counts) = both(mapper, request)
+    (fast, fast_counts), (slow, slow_counts) = both(map_fn, request, lims=lims)
     assert fast == slow
     if not slow[3]:  # no rejected item: the C path counts cuts in rejected items' attributes too
         assert fast_counts == slow_counts

@@ -9,7 +9,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from exporters.postgres.mapping import Mapped, map_logs
-from exporters.postgres.mapping.common import resource_row
+from exporters.postgres.mapping.common import Mapper
 from exporters.postgres.mapping.logs import severity
 from exporters.postgres.schema import SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
 
@@ -46,7 +46,7 @@ def test_log_golden():
                   attributes=kvs({"order.id": 42, "retry": True}), trace_id=TRACE, span_id=SPAN),
         scope=InstrumentationScope(name="app.payments", version="2.1"),
     )  # fmt: skip
-    rid = resource_row(resource(RES), "")[0]
+    rid = Mapper().resource_row(resource(RES), "")[0]
     assert {**row, "payload": loads(row["payload"])} == {
         "id": uuid.UUID(int=1),
         "event_type": "log",

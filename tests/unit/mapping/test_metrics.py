@@ -10,7 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 
 from exporters.postgres.mapping import Mapped, map_metrics
-from exporters.postgres.mapping.common import resource_row
+from exporters.postgres.mapping.common import Mapper
 from exporters.postgres.mapping.metrics import exp_bucket_bound, exp_histogram_buckets
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
 
@@ -45,7 +45,7 @@ def number(**kw) -> m.NumberDataPoint:
     return m.NumberDataPoint(start_time_unix_nano=START, time_unix_nano=T0, **kw)
 
 
-RID = resource_row(resource(RES), "")[0]
+RID = Mapper().resource_row(resource(RES), "")[0]
 EMPTY = {"count": None, "sum": None, "min": None, "max": None, "bucket_bounds": None, "bucket_counts": None}
 
 

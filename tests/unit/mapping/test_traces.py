@@ -8,7 +8,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from exporters.postgres.mapping import Mapped, map_traces
-from exporters.postgres.mapping.common import resource_row
+from exporters.postgres.mapping.common import Mapper
 from exporters.postgres.schema import SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
 
 from .builders import RECEIVED_NS, T0, Ids, kvs, loads, resource
@@ -55,7 +55,7 @@ def test_span_golden():
         schema_url="https://opentelemetry.io/schemas/1.26.0",
     )  # fmt: skip
     mapped = map_traces(req, RECEIVED_NS, new_id=Ids())
-    rid = resource_row(resource({"service.name": "checkout", "host.name": "h1"}), "")[0]
+    rid = Mapper().resource_row(resource({"service.name": "checkout", "host.name": "h1"}), "")[0]
     assert (mapped.items, mapped.rejected, mapped.message) == (1, 0, "")
     assert mapped.resources == {rid: (rid, "checkout", '{"host.name":"h1","service.name":"checkout"}', None)}
     span_row, exc_row, miss_row = rows(mapped)
