@@ -32,6 +32,8 @@ from exporters.postgres.schema import (
     EVENT_TYPES,
     METRIC_NAMES,
     PERFORMANCE_METRICS,
+    PM,
+    SE,
     SYSTEM_EVENTS,
     USER_ANALYTICS,
     USER_ANALYTICS_COLUMNS,
@@ -156,8 +158,8 @@ class DerivedRows:
         if idempotent:  # only what this transaction inserted: rows already there were derived before
             new_events = await _inserted_here(conn, SYSTEM_EVENTS, [r for rows in events for r in rows], 7, 5)
             new_points = await _inserted_here(conn, PERFORMANCE_METRICS, [r for rows in points for r in rows], 6, 5)
-            events = [[r for r in rows if r[0] in new_events] for rows in events]
-            points = [[r for r in rows if r[0] in new_points] for rows in points]
+            events = [[r for r in rows if r[SE.ID] in new_events] for rows in events]
+            points = [[r for r in rows if r[PM.ID] in new_points] for rows in points]
         steps: list[tuple[str, Callable[[list[tuple], list[tuple]], Awaitable[object]]]] = []
         if self.rollups is not None:
             rollups = self.rollups
@@ -184,7 +186,7 @@ class DerivedRows:
             await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
 
     def _failed(self, kind: str, events: list[tuple], points: list[tuple], error: BaseException) -> None:
-        services = sorted({r[7] for r in events} | {r[6] for r in points})
+        services = sorted({r[SE.SERVICE_NAME] for r in events} | {r[PM.SERVICE_NAME] for r in points})
         self.failures[kind] = self.failures.get(kind, 0) + len(events) + len(points)
         self.last_failure = time.monotonic()
         detail = error.detail if isinstance(error, PermanentError) else f"{type(error).__name__}: {error}"
@@ -207,9 +209,16 @@ class DerivedRows:
         stale = now - LOOKUP_REFRESH
         # One entry per key (a statement can't upsert a row twice): the last type and unit win.
         metrics = sorted({
-            (r[1], r[6]): (r[1], r[6], r[8], r[3]) for r in points if seen.get((r[1], r[6]), -1e18) < stale
+            (r[PM.METRIC_NAME], r[PM.SERVICE_NAME]):
+            (r[PM.METRIC_NAME], r[PM.SERVICE_NAME], r[PM.METRIC_TYPE], r[PM.UNIT])
+        for r in points
+        if seen.get((r[PM.METRIC_NAME], r[PM.SERVICE_NAME]), -1e18) < stale
         }.values())  # fmt: skip
-        types = sorted({("e", r[1], r[7]) for r in events if seen.get(("e", r[1], r[7]), -1e18) < stale})
+        types = sorted({
+        ("e", r[SE.EVENT_TYPE], r[SE.SERVICE_NAME])
+        for r in events
+        if seen.get(("e", r[SE.EVENT_TYPE], r[SE.SERVICE_NAME]), -1e18) < stale
+    })  # fmt: skip
         if metrics:
             await conn.execute(_UPSERT_METRIC_NAMES, *map(list, zip(*metrics, strict=True)))
             for m in metrics:
