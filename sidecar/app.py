@@ -78,7 +78,11 @@ class App:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self.telemetry = Telemetry(self.registry)
-        self.mapper = Mapper(config.limits.max_attributes, config.limits.max_attribute_value_length)
+        limits = config.limits
+        self.mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)  # the mapping thread's
+        # The event loop's: agent_states, user_analytics and span-metric rows cut keys and values too.
+        # Two mappers, so that each truncation count is written by one thread only.
+        self.loop_mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)
         if not FAST_AVAILABLE:
             log.warning(
                 "the C attribute converter is not built (no C compiler at install?): "
@@ -89,7 +93,7 @@ class App:
                 "the C wire splitter is not built (no C compiler at install?): requests are checked and "
                 "split in pure Python, hundreds of times slower (a hostile request costs seconds of CPU)"
             )
-        self.telemetry.bind_truncations(self.mapper.truncated)
+        self.telemetry.bind_truncations(self.mapper.truncated, self.loop_mapper.truncated)
         self.admission = Admission(config.queue.max_inflight_bytes)  # one budget for both receivers
         self.telemetry.bind_inflight(lambda: self.admission.bytes, config.queue.max_inflight_bytes)
         self.aggregator = PrometheusAggregator(config.prometheus)
@@ -142,7 +146,9 @@ class App:
         if cfg.spool.enabled:
             spool = await asyncio.to_thread(Spool, Path(cfg.data_dir) / "spool", max_bytes=cfg.spool.max_bytes)
             self._bind_spool(spool)
-        derived = DerivedRows.configured(cfg.rollups, cfg.user_analytics, cfg.data_dir)
+        derived = DerivedRows.configured(
+            cfg.rollups, cfg.user_analytics, cfg.data_dir, truncated=self.loop_mapper.truncated
+        )
         telemetry.bind_counter(
             "otelpg_derived_failed_rows",
             "Rows whose derived rows (rollups, user_analytics, "
@@ -175,11 +181,12 @@ class App:
             interval=cfg.prometheus.span_metrics_flush_interval,
             database_ok=lambda: database.ok,
             write_rows=writer.write_rows,  # its last flush, after the batcher drained
+            truncated=self.loop_mapper.truncated,
         )
         after_commit: list[AfterCommit] = [self.aggregator.observe]
         agents = None
         if cfg.agent_states.enabled:
-            agents = AgentStates(pool, cfg.agent_states)
+            agents = AgentStates(pool, cfg.agent_states, mapper=self.loop_mapper)
             after_commit.append(agents.after_commit)
             self._bind_agents(agents)
         replayer = None

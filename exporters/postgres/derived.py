@@ -122,19 +122,33 @@ class DerivedRows:
 
     name = "derived rows"
 
-    def __init__(self, *, rollups: bool, user_analytics: bool, hash_id: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rollups: bool,
+        user_analytics: bool,
+        hash_id: Callable[[str], str] | None = None,
+        truncated: dict[str, int] | None = None,
+    ) -> None:
         self.rollups = Rollups() if rollups else None
         self.user_analytics = user_analytics
         self._hash_id = hash_id
+        self._truncated = truncated  # user ids cut to an indexable length are counted in ["keys"]
         self._lookups: dict[tuple, float] = {}
         self.failures: dict[str, int] = {}  # rows whose derived rows were not written, by kind
         self.last_failure: float | None = None  # time.monotonic()
 
     @classmethod
-    def configured(cls, rollups: RollupsConfig, user_analytics: UserAnalyticsConfig, data_dir: str) -> DerivedRows:
+    def configured(
+        cls,
+        rollups: RollupsConfig,
+        user_analytics: UserAnalyticsConfig,
+        data_dir: str,
+        truncated: dict[str, int] | None = None,
+    ) -> DerivedRows:
         ua = user_analytics
         hash_id = hash_user_id(user_hash_key(ua, data_dir)) if ua.enabled and ua.hash_user_ids else None
-        return cls(rollups=rollups.enabled, user_analytics=ua.enabled, hash_id=hash_id)
+        return cls(rollups=rollups.enabled, user_analytics=ua.enabled, hash_id=hash_id, truncated=truncated)
 
     async def start(self) -> None:
         return None
@@ -181,7 +195,7 @@ class DerivedRows:
                         self._failed(kind, ev, pts, error)
 
     async def _write_user_analytics(self, conn: asyncpg.Connection, events: list[tuple]) -> None:
-        rows = user_analytics_rows(events, self._hash_id) if events else []
+        rows = user_analytics_rows(events, self._hash_id, self._truncated) if events else []
         if rows:
             await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
 

@@ -63,14 +63,16 @@ def span_metric_rows(
     start: dt.datetime,
     end: dt.datetime,
     new_id: Callable[[], Any] = uuid7,
+    truncated: dict[str, int] | None = None,
 ) -> list[tuple]:
-    """Two rows per key (calls, duration), in PERFORMANCE_METRICS_COLUMNS order, covering [start, end]."""
+    """Two rows per key (calls, duration), in PERFORMANCE_METRICS_COLUMNS order, covering [start, end];
+    service names cut to an indexable length are counted in `truncated["keys"]`."""
     rows = []
     for key, delta in deltas.items():
         if key.is_overflow:
             service, tags = OVERFLOW_SERVICE, OVERFLOW_TAGS
         else:
-            service = key_text(key.service_name)  # an indexed key
+            service = key_text(key.service_name, truncated)  # an indexed key
             tags = {
                 "span.name": key.span_name,
                 "span.kind": key.span_kind,
@@ -137,6 +139,7 @@ class SpanMetricsFlush:
         database_ok: Callable[[], bool] = lambda: True,
         write_rows: WriteRows | None = None,
         max_keys: int = 10_000,
+        truncated: dict[str, int] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._drain = drain
@@ -147,6 +150,7 @@ class SpanMetricsFlush:
         self._tasks = Tasks()
         self._max_keys = max_keys
         self._clock = clock
+        self._truncated = truncated
         self._pending: dict[SpanKey, SpanMetricsDelta] = {}  # drained, not yet committed
         self._since = clock()  # start of the interval the pending deltas cover
         self._lock = asyncio.Lock()  # one flush at a time: the periodic one, or close()'s
@@ -214,7 +218,7 @@ class SpanMetricsFlush:
         if not self._database_ok():
             self._failed("PostgreSQL is unavailable")
             return False
-        rows = span_metric_rows(self._pending, self._since, end)
+        rows = span_metric_rows(self._pending, self._since, end, truncated=self._truncated)
         try:
             await submit({PERFORMANCE_METRICS: rows}, {}, len(rows), _ROW_BYTES * len(rows))
         except PermanentError as e:

@@ -122,14 +122,23 @@ class Telemetry:
             "otelpg_database_pool_capacity", "Most connections the pool opens.", registry=registry
         )
 
-    def bind_truncations(self, counts: dict[str, int]) -> None:
-        """Export the mapping's truncation counts (a dict it increments) as a counter family."""
+    def bind_truncations(self, *counts: dict[str, int]) -> None:
+        """Export truncation counts as one counter family: the sum of dicts that their owners
+        increment (one per thread that maps: a dict is only ever written from one thread)."""
+
+        def total() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for d in counts:
+                for key, value in list(d.items()):
+                    out[key] = out.get(key, 0) + value
+            return out
+
         self.registry.register(
             _DictCounter(
                 "otelpg_mapping_truncated",
                 "Attributes dropped, values truncated, and indexed names and keys cut, at the configured limits.",
                 "what",
-                lambda: counts,
+                total,
             )
         )
 

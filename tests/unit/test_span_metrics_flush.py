@@ -9,6 +9,7 @@ import json
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from exporters.postgres.mapping.common import KEY_MAX_BYTES
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
 from exporters.postgres.span_metrics_flush import (
     CALLS_METRIC,
@@ -211,3 +212,12 @@ async def test_zero_interval_writes_nothing_but_keeps_draining():
     t.spans(span("b", 0.01))
     assert await t.flusher.close(write_rows)
     assert written == []
+
+
+async def test_a_service_name_cut_to_an_indexable_length_is_counted():
+    truncated = {"keys": 0}
+    long_key = SpanKey("s" * 5000, "n", "SPAN_KIND_SERVER", "STATUS_CODE_OK")
+    rows = span_metric_rows({long_key: SpanMetricsDelta(1, (1.0,), (1, 0), 0.5, 1)}, T0, T0, truncated=truncated)
+    named = [dict(zip(PERFORMANCE_METRICS_COLUMNS, r, strict=True)) for r in rows]
+    assert {len(r["service_name"]) for r in named} == {KEY_MAX_BYTES}
+    assert truncated == {"keys": 1}  # one name cut, used by both rows

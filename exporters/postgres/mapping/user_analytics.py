@@ -54,7 +54,9 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else str(v)
 
 
-def user_analytics_rows(events: list[tuple], hash_id: Callable[[str], str] | None = None) -> list[tuple]:
+def user_analytics_rows(
+    events: list[tuple], hash_id: Callable[[str], str] | None = None, truncated: dict[str, int] | None = None
+) -> list[tuple]:
     """user_analytics rows (schema.USER_ANALYTICS_COLUMNS order) for the system_events rows
     (schema.SYSTEM_EVENTS_COLUMNS order) of spans and logs that carry a user id."""
     out: list[tuple] = []
@@ -76,7 +78,7 @@ def user_analytics_rows(events: list[tuple], hash_id: Callable[[str], str] | Non
         user = _text(attrs.get("enduser.id")) or _text(attrs.get("user.id"))
         if user is None:
             continue  # the screen matched something else, e.g. inside a value
-        user = hash_id(user) if hash_id is not None else key_text(user)  # user_id is indexed
+        user = hash_id(user) if hash_id is not None else key_text(user, truncated)  # user_id is indexed
         is_span = event_type == "span"
         service = r[SE.SERVICE_NAME]
         meta: dict[str, Any] = {"signal": "span" if is_span else "log", "service": service}
