@@ -9,7 +9,7 @@ import threading
 
 import grpc
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientSession, ClientTimeout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -70,12 +70,20 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes]:
 @pytest.fixture(scope="module")
 def http_client():
     loop = asyncio.new_event_loop()
-    receiver = HttpReceiver(MappingConsumer(), Telemetry(CollectorRegistry()), max_body=1 << 20, read_timeout=5)
-    client = TestClient(TestServer(receiver.app(), auto_decompress=False), loop=loop)
-    loop.run_until_complete(client.start_server())
+    receiver = HttpReceiver(
+        MappingConsumer(), Telemetry(CollectorRegistry()), max_body=1 << 20, read_timeout=5, grace=0.0
+    )
+    loop.run_until_complete(receiver.start())  # served as otelpg serves it: no aiohttp decompression
+    host, port = receiver.address
+    client = loop.run_until_complete(_session(f"http://{host}:{port}"))
     yield loop, client
     loop.run_until_complete(client.close())
+    loop.run_until_complete(receiver.stop())
     loop.close()
+
+
+async def _session(base_url: str) -> ClientSession:
+    return ClientSession(base_url=base_url, timeout=ClientTimeout(total=10))
 
 
 @FUZZ

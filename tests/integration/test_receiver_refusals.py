@@ -80,19 +80,17 @@ def test_grpc_refused_requests_are_freed_without_the_cyclic_gc(grpc_receiver):
 
 def test_http_client_leaving_mid_body_is_counted_not_logged_as_an_error(caplog):
     telemetry = Telemetry(CollectorRegistry())
-    receiver = HttpReceiver(Refusing(), telemetry, max_body=4 * MiB, read_timeout=5)
+    receiver = HttpReceiver(Refusing(), telemetry, max_body=4 * MiB, read_timeout=5, grace=0.0)
 
     async def run() -> None:
-        from aiohttp.test_utils import TestServer
-
-        server = TestServer(receiver.app(), auto_decompress=False)
-        await server.start_server()
+        await receiver.start()
+        host, port = receiver.address
         try:
             head = (
                 f"POST {TRACES.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
                 f"Content-Length: {MiB}\r\n\r\n"
             ).encode()
-            _reader, writer = await asyncio.open_connection(server.host, server.port)
+            _reader, writer = await asyncio.open_connection(host, port)
             writer.write(head + b"\x0a" * 4096)
             await writer.drain()
             await asyncio.sleep(0.1)
@@ -105,7 +103,7 @@ def test_http_client_leaving_mid_body_is_counted_not_logged_as_an_error(caplog):
                     break
                 await asyncio.sleep(0.02)
         finally:
-            await server.close()
+            await receiver.stop()
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(run())
