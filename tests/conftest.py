@@ -76,23 +76,27 @@ async def module_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
         yield dsn
 
 
-@pytest.fixture
-async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(db_dsn)
+@contextlib.asynccontextmanager
+async def connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to `dsn`, closed on exit."""
+    conn = await asyncpg.connect(dsn)
     try:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    async with connected(db_dsn) as conn:
+        yield conn
 
 
 @pytest.fixture
 async def module_db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the module's schema, for one test."""
-    conn = await asyncpg.connect(module_dsn)
-    try:
+    async with connected(module_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,12 +365,8 @@ def server(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(module_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+def db(module_db: asyncpg.Connection) -> asyncpg.Connection:
+    return module_db  # this module's tests share one otelpg process and its schema
 
 
 async def send(proc: OtelpgProcess, signal: str, body: bytes, content_type: str) -> None:

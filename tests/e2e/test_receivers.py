@@ -53,7 +53,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import fresh_schema
+from tests.conftest import connected, fresh_schema
 from tests.otelpg_process import OtelpgProcess
 from tests.otlp_json import message_to_otlp_json
 
@@ -378,14 +378,11 @@ async def limited(limited_dsn: str, tmp_path_factory: pytest.TempPathFactory) ->
     proc = start_otelpg(tmp_path_factory.mktemp("otelpg-http-limited"), limited_dsn, config)
     try:
         # otelpg's own "started" event takes the one-row queue for a moment: wait until it is written.
-        conn = await asyncpg.connect(limited_dsn)
-        try:
+        async with connected(limited_dsn) as conn:
             deadline = time.monotonic() + 10
             while not await conn.fetchval("SELECT count(*) FROM system_events WHERE source = 'otelpg'"):
                 assert time.monotonic() < deadline, proc.log
                 await asyncio.sleep(0.05)
-        finally:
-            await conn.close()
         await asyncio.sleep(0.1)
         yield proc
     finally:
@@ -404,29 +401,19 @@ def grpc_limited(grpc_limited_dsn: str, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 async def grpc_limited_db(grpc_limited_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(grpc_limited_dsn)
-    try:
+    async with connected(grpc_limited_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
-async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(module_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+def db(module_db: asyncpg.Connection) -> asyncpg.Connection:
+    return module_db  # this module's tests share one otelpg process and its schema
 
 
 @pytest.fixture
 async def limited_db(limited_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(limited_dsn)
-    try:
+    async with connected(limited_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

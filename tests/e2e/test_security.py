@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,12 +188,8 @@ def https(proc: OtelpgProcess, path: str = "/v1/traces") -> str:
 
 
 @pytest.fixture
-async def db(module_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(module_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+def db(module_db: asyncpg.Connection) -> asyncpg.Connection:
+    return module_db  # this module's tests share one otelpg process and its schema
 
 
 def start(tmp: Path, dsn: str, config: str = "", env: dict[str, str] | None = None) -> OtelpgProcess:
