@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry
 
 from exporters.prometheus.exposition import render
 from sidecar.health import HealthState
-from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.receivers.server import HttpServer
 
 
@@ -36,21 +35,8 @@ def make_admin_app(registry: CollectorRegistry, health: HealthState) -> web.Appl
     return app
 
 
-class AdminServer:
+class AdminServer(HttpServer):
     name = "admin server"
 
     def __init__(self, registry: CollectorRegistry, health: HealthState, host: str, port: int) -> None:
-        self._server = HttpServer("admin", make_admin_app(registry, health), host, port, None)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.address
-
-    async def start(self) -> None:
-        await self._server.start()
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    def health(self) -> Health:
-        return HEALTHY
+        super().__init__("admin", make_admin_app(registry, health), host, port, None)

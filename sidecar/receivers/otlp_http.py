@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from sidecar.pipeline.admission import UNLIMITED, Admission, Reservation
-from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.consumer import Consumer, ConsumeResult
 from sidecar.pipeline.errors import DecodeError, IncompleteRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from sidecar.pipeline.signals import SIGNALS, Signal
@@ -37,7 +36,7 @@ _LOOP_INFLATE_MAX_BYTES = 1024
 _READ_CHUNK = 256 * 1024
 
 
-class HttpReceiver:
+class HttpReceiver(HttpServer):
     def __init__(
         self,
         consumer: Consumer,
@@ -63,7 +62,7 @@ class HttpReceiver:
         self._auth = BearerAuth(bearer_token) if bearer_token else None
         # auto_decompress off: aiohttp would inflate bodies without our size limit (gzip bombs).
         # keepalive_timeout also closes connections whose request never completes (slow loris).
-        self._server = HttpServer(
+        super().__init__(
             TRANSPORT,
             self.app(),
             host,
@@ -74,21 +73,7 @@ class HttpReceiver:
             shutdown_timeout=grace,
         )
 
-    name = "OTLP/HTTP receiver"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.address
-
-    async def start(self) -> None:
-        await self._server.start()
-
-    async def stop(self) -> None:
-        """Stop listening; requests under way are answered (within the grace period)."""
-        await self._server.stop()
-
-    def health(self) -> Health:
-        return HEALTHY
+    name = "OTLP/HTTP receiver"  # stop(): requests under way are answered within the grace period
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
