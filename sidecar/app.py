@@ -16,6 +16,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry
@@ -235,8 +236,13 @@ class App:
 
     def _receivers(self, exporter: PostgresExporter) -> list[Component]:
         cfg = self.config
-        tls = _tls_context(cfg)
-        drain = min(RECEIVER_DRAIN_SECONDS, cfg.shutdown.grace_period)
+        # What both transports share: one admission budget, one token, the mapping's list limit.
+        shared: dict[str, Any] = {
+            "admission": self.admission,
+            "bearer_token": cfg.auth.bearer_token,
+            "max_list": cfg.limits.max_attributes,
+            "grace": min(RECEIVER_DRAIN_SECONDS, cfg.shutdown.grace_period),
+        }
         receivers: list[Component] = []
         if cfg.http.enabled:
             host, port = parse_endpoint(cfg.http.endpoint, "http.endpoint")
@@ -246,14 +252,11 @@ class App:
                     self.telemetry,
                     max_body=cfg.http.max_request_body_size,
                     read_timeout=cfg.http.read_timeout,
-                    admission=self.admission,
-                    bearer_token=cfg.auth.bearer_token,
-                    max_list=cfg.limits.max_attributes,
+                    idle_timeout=cfg.http.idle_timeout,
+                    tls=_tls_context(cfg),
                     host=host,
                     port=port,
-                    tls=tls,
-                    idle_timeout=cfg.http.idle_timeout,
-                    grace=drain,
+                    **shared,
                 )
             )
         if cfg.grpc.enabled:
@@ -264,13 +267,10 @@ class App:
                     self.telemetry,
                     max_message_size=cfg.grpc.max_recv_msg_size,
                     read_timeout=cfg.grpc.read_timeout,
-                    admission=self.admission,
-                    bearer_token=cfg.auth.bearer_token,
                     tls=cfg.tls,
-                    max_list=cfg.limits.max_attributes,
                     host=host,
                     port=port,
-                    grace=drain,
+                    **shared,
                 )
             )
         return receivers
