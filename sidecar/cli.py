@@ -84,15 +84,24 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
     from exporters.postgres.database import open_database, prepare_schema
+    from exporters.postgres.legacy import convert_legacy_rows
 
     pool, embedded = await open_database(config.database, config.data_dir)
     try:
         applied = await prepare_schema(pool, config.database, config.partitions, config.data_dir)
+        async with pool.acquire() as conn:  # rows a schema-2 otelpg stored, into the lean tables
+            converted = await convert_legacy_rows(conn)
     finally:
         await pool.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    if converted.partitions:
+        print(
+            f"converted {converted.rows} rows stored before schema 3 ({converted.spans} spans, "
+            f"{converted.span_events} span events, {converted.logs} log records) from "
+            f"{converted.partitions} partitions in {converted.seconds:.1f} s"
+        )
     return 0
 
 

@@ -103,7 +103,16 @@ class PartitionsConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    system_events_days: int = setting(30, "Days of system_events kept (whole partitions dropped).", positive=True)
+    system_events_days: int = setting(
+        30,
+        "Days of otelpg's own events kept (whole partitions dropped), and of spans and log records "
+        "when spans_days / logs_days are not set.",
+        positive=True,
+    )
+    spans_days: int | None = setting(
+        None, "Days of spans and span events kept (unset: system_events_days).", positive=True
+    )
+    logs_days: int | None = setting(None, "Days of log records kept (unset: system_events_days).", positive=True)
     performance_metrics_days: int = setting(30, "Days of performance_metrics kept.", positive=True)
     user_analytics_days: int = setting(30, "Days of user_analytics kept.", positive=True)
     performance_metrics_1m_days: int = setting(

@@ -30,11 +30,17 @@ from exporters.postgres.mapping.user_analytics import hash_user_id, user_analyti
 from exporters.postgres.rollups import Rollups
 from exporters.postgres.schema import (
     EVENT_TYPES,
+    LOG,
     METRIC_NAMES,
+    OTEL_LOGS,
+    OTEL_SPAN_EVENTS,
+    OTEL_SPANS,
+    OTELPG_EVENTS,
     PERFORMANCE_METRICS,
     PM,
     SE,
-    SYSTEM_EVENTS,
+    SERVICE_NAME_AT,
+    TIMESTAMP_AT,
     USER_ANALYTICS,
     USER_ANALYTICS_COLUMNS,
 )
@@ -67,35 +73,53 @@ WHERE p.xmin::text::bigint = txid_current() % 4294967296
 """
 
 
-async def _inserted_here(
-    conn: asyncpg.Connection, table: str, rows: list[tuple], service_col: int, ts_col: int
-) -> set[Any]:
+# The tables whose rows are events (system_events' rows), and the event type of one of their rows.
+EVENT_TABLES = (OTEL_SPANS, OTEL_SPAN_EVENTS, OTEL_LOGS, OTELPG_EVENTS)
+_EVENT_TYPE: dict[str, Callable[[tuple], str]] = {
+    OTEL_SPANS: lambda r: "span",
+    OTEL_SPAN_EVENTS: lambda r: "span_event",
+    OTEL_LOGS: lambda r: r[LOG.EVENT_TYPE],
+    OTELPG_EVENTS: lambda r: r[SE.EVENT_TYPE],
+}
+Event = tuple[str, tuple]  # (table, row)
+
+
+async def _inserted_here(conn: asyncpg.Connection, table: str, rows: list[tuple]) -> set[Any]:
     """The ids of those rows that this transaction inserted."""
     if not rows:
         return set()
+    service, ts = SERVICE_NAME_AT[table], TIMESTAMP_AT[table]
     return {
         r["id"]
         for r in await conn.fetch(
             _INSERTED_HERE.format(table=table),
-            [r[service_col] for r in rows],
-            [r[ts_col] for r in rows],
+            [r[service] for r in rows],
+            [r[ts] for r in rows],
             [r[0] for r in rows],
         )
     }
+
+
+async def _new_events(conn: asyncpg.Connection, events: list[list[Event]]) -> list[list[Event]]:
+    """Of each group's events, those this transaction inserted."""
+    new: set[Any] = set()
+    for table in EVENT_TABLES:
+        new |= await _inserted_here(conn, table, [r for group in events for t, r in group if t == table])
+    return [[(t, r) for t, r in group if r[0] in new] for group in events]
 
 
 async def _nothing() -> None:
     return None
 
 
-def _flat(groups: list[list[tuple]]) -> list[tuple]:
+def _flat(groups: list[list[Any]]) -> list[Any]:
     return groups[0] if len(groups) == 1 else [r for rows in groups for r in rows]
 
 
 async def _in_savepoint(
     conn: asyncpg.Connection,
-    step: Callable[[list[tuple], list[tuple]], Awaitable[object]],
-    events: list[tuple],
+    step: Callable[[list[Event], list[tuple]], Awaitable[object]],
+    events: list[Event],
     points: list[tuple],
 ) -> BaseException | None:
     """Run one derivation step in a savepoint: None, or the permanent error that rolled it back.
@@ -165,16 +189,15 @@ class DerivedRows:
         """Rollups, user_analytics and lookups for a batch's rows, each in a savepoint of its own.
         If PostgreSQL refuses one for good, it is done again request by request, so a request
         whose derived rows can't be stored costs no other request its own."""
-        events = [g.get(SYSTEM_EVENTS) or [] for g in groups]
+        events = [[(t, r) for t in EVENT_TABLES for r in g.get(t) or ()] for g in groups]
         points = [g.get(PERFORMANCE_METRICS) or [] for g in groups]
         if not any(events) and not any(points):
             return
         if idempotent:  # only what this transaction inserted: rows already there were derived before
-            new_events = await _inserted_here(conn, SYSTEM_EVENTS, [r for rows in events for r in rows], 7, 5)
-            new_points = await _inserted_here(conn, PERFORMANCE_METRICS, [r for rows in points for r in rows], 6, 5)
-            events = [[r for r in rows if r[SE.ID] in new_events] for rows in events]
+            events = await _new_events(conn, events)
+            new_points = await _inserted_here(conn, PERFORMANCE_METRICS, [r for rows in points for r in rows])
             points = [[r for r in rows if r[PM.ID] in new_points] for rows in points]
-        steps: list[tuple[str, Callable[[list[tuple], list[tuple]], Awaitable[object]]]] = []
+        steps: list[tuple[str, Callable[[list[Event], list[tuple]], Awaitable[object]]]] = []
         if self.rollups is not None:
             rollups = self.rollups
             steps.append(("rollups", lambda ev, pts: rollups.write(conn, pts) if pts else _nothing()))
@@ -194,13 +217,13 @@ class DerivedRows:
                     if error is not None:
                         self._failed(kind, ev, pts, error)
 
-    async def _write_user_analytics(self, conn: asyncpg.Connection, events: list[tuple]) -> None:
+    async def _write_user_analytics(self, conn: asyncpg.Connection, events: list[Event]) -> None:
         rows = user_analytics_rows(events, self._hash_id, self._truncated) if events else []
         if rows:
             await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
 
-    def _failed(self, kind: str, events: list[tuple], points: list[tuple], error: BaseException) -> None:
-        services = sorted({r[SE.SERVICE_NAME] for r in events} | {r[PM.SERVICE_NAME] for r in points})
+    def _failed(self, kind: str, events: list[Event], points: list[tuple], error: BaseException) -> None:
+        services = sorted({r[SERVICE_NAME_AT[t]] for t, r in events} | {r[PM.SERVICE_NAME] for r in points})
         self.failures[kind] = self.failures.get(kind, 0) + len(events) + len(points)
         self.last_failure = time.monotonic()
         detail = error.detail if isinstance(error, PermanentError) else f"{type(error).__name__}: {error}"
@@ -213,7 +236,7 @@ class DerivedRows:
             exc_info=not isinstance(error, (asyncpg.PostgresError, PermanentError)),
         )
 
-    async def _update_lookups(self, conn: asyncpg.Connection, events: list[tuple], points: list[tuple]) -> None:
+    async def _update_lookups(self, conn: asyncpg.Connection, events: list[Event], points: list[tuple]) -> None:
         """Upsert the (metric, service) and (event type, service) pairs not refreshed lately by this
         process. (A batch that rolls back after this leaves its new pairs for the next refresh.)"""
         now = time.monotonic()
@@ -229,10 +252,10 @@ class DerivedRows:
         if seen.get((r[PM.METRIC_NAME], r[PM.SERVICE_NAME]), -1e18) < stale
         }.values())  # fmt: skip
         types = sorted({
-        ("e", r[SE.EVENT_TYPE], r[SE.SERVICE_NAME])
-        for r in events
-        if seen.get(("e", r[SE.EVENT_TYPE], r[SE.SERVICE_NAME]), -1e18) < stale
-    })  # fmt: skip
+            key
+            for t, r in events
+            if seen.get(key := ("e", _EVENT_TYPE[t](r), r[SERVICE_NAME_AT[t]]), -1e18) < stale
+        })  # fmt: skip
         if metrics:
             await conn.execute(_UPSERT_METRIC_NAMES, *map(list, zip(*metrics, strict=True)))
             for m in metrics:

@@ -16,7 +16,7 @@ import orjson
 import uuid_utils
 
 from exporters.postgres.batcher import Batcher
-from exporters.postgres.schema import SYSTEM_EVENTS
+from exporters.postgres.schema import OTELPG_EVENTS
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import OtelpgError
 
@@ -106,7 +106,7 @@ class EventLog:
         rows = list(self._buffer)
         self._buffer.clear()
         try:
-            await self._batcher.submit({SYSTEM_EVENTS: rows}, {}, len(rows), 200 * len(rows))
+            await self._batcher.submit({OTELPG_EVENTS: rows}, {}, len(rows), 200 * len(rows))
         except OtelpgError as e:
             log.debug("events not written yet: %s", e)
             self._buffer.extendleft(reversed(rows))

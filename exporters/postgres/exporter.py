@@ -28,7 +28,7 @@ from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import new_seed, request_ids
 from exporters.postgres.mapping.common import describe_rejections, rejection_message, rows_memory
 from exporters.postgres.mapping_thread import MappingThread
-from exporters.postgres.schema import PM, SE, SYSTEM_EVENTS
+from exporters.postgres.schema import OTEL_SPAN_EVENTS, OTEL_SPANS, SPAN, row_name, row_service
 from exporters.postgres.spool import Spool
 from sidecar.pipeline import otlpwire
 from sidecar.pipeline.consumer import ConsumeResult, ExportRequest
@@ -105,7 +105,7 @@ class PostgresExporter:
             if nrows and writes.failure is None:
                 if not self._database_ok():
                     writes.failure = DatabaseUnavailableError("PostgreSQL is unavailable", retry_after=5)
-                elif await writes.reserve(held := sum(rows_memory(rows) for rows in mapped.rows.values())):
+                elif await writes.reserve(held := sum(rows_memory(t, rows) for t, rows in mapped.rows.items())):
                     commit = asyncio.ensure_future(
                         self._batcher.submit(
                             mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0
@@ -155,12 +155,11 @@ class PostgresExporter:
         signal = request.signal
         table, row, error = refused[0]
         # A span's events are refused with it or alone: count spans.
-        items = len({(r[SE.TRACE_ID], r[SE.SPAN_ID]) for _, r, _ in refused}) if signal is TRACES else len(refused)
-        if table == SYSTEM_EVENTS:
-            name, service = row[SE.NAME] or row[SE.EVENT_TYPE], row[SE.SERVICE_NAME]
-        else:
-            name, service = row[PM.METRIC_NAME], row[PM.SERVICE_NAME]
-        services = sorted({r[SE.SERVICE_NAME if t == SYSTEM_EVENTS else PM.SERVICE_NAME] for t, r, _ in refused})
+        # (span rows and span event rows have the trace and span ids at the same places)
+        spans = {(r[SPAN.TRACE_ID], r[SPAN.SPAN_ID]) for t, r, _ in refused if t in (OTEL_SPANS, OTEL_SPAN_EVENTS)}
+        items = len(spans) if signal is TRACES else len(refused)
+        name, service = row_name(table, row), row_service(table, row)
+        services = sorted({row_service(t, r) for t, r, _ in refused})
         example = f"{signal.noun[0]} {_shown(name)!r} of service {_shown(service)!r}"
         message = rejection_message(items, *signal.noun, f"{error} (e.g. {example})")
         log.warning(

@@ -11,22 +11,34 @@ from typing import Any
 import asyncpg
 
 from exporters.postgres.config import PartitionsConfig, RetentionConfig
+from exporters.postgres.legacy import convert_legacy_rows
 from exporters.postgres.maintenance import MaintenanceReport, maintain
 from exporters.postgres.schema import (
+    OTEL_LOGS,
+    OTEL_SPAN_EVENTS,
+    OTEL_SPANS,
+    OTELPG_EVENTS,
     PERFORMANCE_METRICS,
     PERFORMANCE_METRICS_1H,
     PERFORMANCE_METRICS_1M,
-    SYSTEM_EVENTS,
     USER_ANALYTICS,
 )
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 
 log = logging.getLogger("otelpg.maintenance")
 
+# Partitions of rows stored before schema 3 that `otelpg run` converts per maintenance run
+# (`otelpg migrate` converts them all at once).
+LEGACY_PARTITIONS_PER_RUN = 1
+
 
 def retention_days(retention: RetentionConfig) -> dict[str, int]:
+    spans = retention.spans_days or retention.system_events_days
     return {
-        SYSTEM_EVENTS: retention.system_events_days,
+        OTEL_SPANS: spans,
+        OTEL_SPAN_EVENTS: spans,
+        OTEL_LOGS: retention.logs_days or retention.system_events_days,
+        OTELPG_EVENTS: retention.system_events_days,
         PERFORMANCE_METRICS: retention.performance_metrics_days,
         USER_ANALYTICS: retention.user_analytics_days,
         PERFORMANCE_METRICS_1M: retention.performance_metrics_1m_days,
@@ -78,6 +90,8 @@ class PartitionMaintenance:
         self.last_report = report
         if report.created or report.dropped or report.moved_rows or report.expired_default_rows:
             log.info("partition maintenance: %s", report.summary())
+        async with self._pool.acquire() as conn:  # a schema-2 database's rows, a partition per run
+            await convert_legacy_rows(conn, max_partitions=LEGACY_PARTITIONS_PER_RUN)
         return report
 
     async def _loop(self) -> None:

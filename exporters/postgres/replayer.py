@@ -29,7 +29,7 @@ from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import request_ids
 from exporters.postgres.isolation import isolate, refused_rows
 from exporters.postgres.mapping_thread import MappingThread
-from exporters.postgres.schema import PM, SE, SYSTEM_EVENTS
+from exporters.postgres.schema import row_service
 from exporters.postgres.spool import Record, Spool, read_segment
 from exporters.postgres.writer import Writer
 from sidecar.pipeline import otlpwire
@@ -217,9 +217,7 @@ class Replayer:
                 raise rows.error
             committed += len(rows.written)
             refusal = rows.failed[0][1] if rows.failed else record_error
-            services = sorted(
-                {str(r[SE.SERVICE_NAME if t == SYSTEM_EVENTS else PM.SERVICE_NAME]) for (t, r), _ in rows.failed}
-            )
+            services = sorted({str(row_service(t, r)) for (t, r), _ in rows.failed})
             dead += await self._bury(mapped.record, str(refusal), refusal.detail, len(rows.failed), services)
         return committed, dead
 

@@ -5,7 +5,12 @@ Tests diff these tuples against the tables that `migrations/` creates.
 
 from __future__ import annotations
 
-SYSTEM_EVENTS = "system_events"
+SYSTEM_EVENTS = "system_events"  # a view over the four tables below (schema 3), with schema 2's columns
+OTEL_SPANS = "otel_spans"
+OTEL_SPAN_EVENTS = "otel_span_events"
+OTEL_LOGS = "otel_logs"
+OTELPG_EVENTS = "otelpg_events"  # otelpg's own events, rows stored before schema 3, rows INSERTed into the view
+OTEL_SCOPES = "otel_scopes"
 PERFORMANCE_METRICS = "performance_metrics"
 OTEL_RESOURCES = "otel_resources"
 AGENT_STATES = "agent_states"
@@ -16,7 +21,67 @@ PERFORMANCE_METRICS_1H = "performance_metrics_1h"
 METRIC_NAMES = "otelpg_metric_names"  # lookup tables for Grafana variables
 EVENT_TYPES = "otelpg_event_types"
 
-# Column order of the row tuples produced by exporters.postgres.mapping.
+# Column order of the row tuples produced by exporters.postgres.mapping (migrations/0003_lean_rows.sql
+# says what each column holds).
+OTEL_SPANS_COLUMNS: tuple[str, ...] = (
+    "id",
+    "timestamp",  # start, truncated to the microsecond
+    "nanos",  # the start's nanoseconds past that microsecond
+    "service_name",
+    "resource_id",
+    "scope_id",  # int64 | None
+    "trace_id",  # uuid.UUID
+    "span_id",  # 8 bytes
+    "parent_span_id",  # 8 bytes | None
+    "name",
+    "kind",  # int
+    "status_code",  # int
+    "status_message",  # str | None
+    "duration_ns",  # int | None
+    "flags",  # int | None
+    "attributes",  # JSON text
+    "extra",  # JSON text | None
+)
+
+OTEL_SPAN_EVENTS_COLUMNS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "nanos",
+    "service_name",
+    "resource_id",
+    "scope_id",
+    "trace_id",
+    "span_id",
+    "name",
+    "span_name",
+    "attributes",
+    "extra",
+)
+
+OTEL_LOGS_COLUMNS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "nanos",
+    "service_name",
+    "resource_id",
+    "scope_id",
+    "trace_id",  # uuid.UUID | None
+    "span_id",  # 8 bytes | None
+    "event_type",  # the event name, else 'log'
+    "severity",  # one letter as bytes: t d i w e f
+    "severity_number",
+    "severity_text",  # str | None
+    "observed_time_unix_nano",  # int | None
+    "flags",  # int | None
+    "body",  # str | None: a string body
+    "body_value",  # JSON text | None: any other body
+    "attributes",  # JSON text
+    "extra",  # JSON text | None
+)
+
+OTEL_SCOPES_COLUMNS: tuple[str, ...] = ("scope_id", "name", "version", "metadata")
+
+# otelpg_events (schema 2's system_events table); also the columns of the system_events view.
 SYSTEM_EVENTS_COLUMNS: tuple[str, ...] = (
     "id",  # UUID (time-ordered v7)
     "event_type",  # 'span' | 'span_event' | 'log' | <event.name> | otelpg's own event types
@@ -111,6 +176,68 @@ class SE(Positions, columns=SYSTEM_EVENTS_COLUMNS):
     DURATION_MS: int
 
 
+class SPAN(Positions, columns=OTEL_SPANS_COLUMNS):
+    """Positions in an otel_spans row."""
+
+    ID: int
+    TIMESTAMP: int
+    NANOS: int
+    SERVICE_NAME: int
+    RESOURCE_ID: int
+    SCOPE_ID: int
+    TRACE_ID: int
+    SPAN_ID: int
+    PARENT_SPAN_ID: int
+    NAME: int
+    KIND: int
+    STATUS_CODE: int
+    STATUS_MESSAGE: int
+    DURATION_NS: int
+    FLAGS: int
+    ATTRIBUTES: int
+    EXTRA: int
+
+
+class SPAN_EVENT(Positions, columns=OTEL_SPAN_EVENTS_COLUMNS):
+    """Positions in an otel_span_events row."""
+
+    ID: int
+    TIMESTAMP: int
+    NANOS: int
+    SERVICE_NAME: int
+    RESOURCE_ID: int
+    SCOPE_ID: int
+    TRACE_ID: int
+    SPAN_ID: int
+    NAME: int
+    SPAN_NAME: int
+    ATTRIBUTES: int
+    EXTRA: int
+
+
+class LOG(Positions, columns=OTEL_LOGS_COLUMNS):
+    """Positions in an otel_logs row."""
+
+    ID: int
+    TIMESTAMP: int
+    NANOS: int
+    SERVICE_NAME: int
+    RESOURCE_ID: int
+    SCOPE_ID: int
+    TRACE_ID: int
+    SPAN_ID: int
+    EVENT_TYPE: int
+    SEVERITY: int
+    SEVERITY_NUMBER: int
+    SEVERITY_TEXT: int
+    OBSERVED_TIME_UNIX_NANO: int
+    FLAGS: int
+    BODY: int
+    BODY_VALUE: int
+    ATTRIBUTES: int
+    EXTRA: int
+
+
 class PM(Positions, columns=PERFORMANCE_METRICS_COLUMNS):
     """Positions in a performance_metrics row."""
 
@@ -159,16 +286,64 @@ class UA(Positions, columns=USER_ANALYTICS_COLUMNS):
 
 
 COPY_TABLES: dict[str, tuple[str, ...]] = {
-    SYSTEM_EVENTS: SYSTEM_EVENTS_COLUMNS,
+    OTEL_SPANS: OTEL_SPANS_COLUMNS,
+    OTEL_SPAN_EVENTS: OTEL_SPAN_EVENTS_COLUMNS,
+    OTEL_LOGS: OTEL_LOGS_COLUMNS,
+    OTELPG_EVENTS: SYSTEM_EVENTS_COLUMNS,
     PERFORMANCE_METRICS: PERFORMANCE_METRICS_COLUMNS,
 }
+# Lookup rows that mapped requests carry like table rows, but that are upserted (many requests
+# repeat them), not COPied: table -> its key column.
+UPSERT_TABLES: dict[str, str] = {OTEL_SCOPES: "scope_id"}
+ROW_TABLES: dict[str, tuple[str, ...]] = {**COPY_TABLES, OTEL_SCOPES: OTEL_SCOPES_COLUMNS}
+
+# The position of service_name and timestamp in the rows of each table that has them.
+SERVICE_NAME_AT: dict[str, int] = {t: cols.index("service_name") for t, cols in COPY_TABLES.items()}
+TIMESTAMP_AT: dict[str, int] = {t: cols.index("timestamp") for t, cols in COPY_TABLES.items()}
+
+# Positions of the columns whose size the client decides (JSON, bodies), per table: what a row
+# holds in memory beyond its fixed part.
+LARGE_COLUMNS: dict[str, tuple[int, ...]] = {
+    t: tuple(i for i, c in enumerate(cols) if c in ("attributes", "extra", "body", "body_value", "payload",
+                                                    "metadata", "tags", "exemplars", "details"))
+    for t, cols in ROW_TABLES.items()
+}  # fmt: skip
+
+
+def row_service(table: str, row: tuple) -> str:
+    """The service_name of a row of any table a mapped request carries ("" for scopes)."""
+    at = SERVICE_NAME_AT.get(table)
+    return "" if at is None else row[at]
+
+
+def row_name(table: str, row: tuple) -> str:
+    """What names a row in messages: the span or event name, the log's event type, the metric name."""
+    if table in (OTEL_SPANS, OTEL_SPAN_EVENTS):
+        return row[COPY_TABLES[table].index("name")] or "span"
+    if table == PERFORMANCE_METRICS:
+        return row[1]
+    if table in (OTEL_LOGS, OTELPG_EVENTS):
+        return row[COPY_TABLES[table].index("event_type")]
+    return table
+
 
 # Tables partitioned by day, each with a `<name>_default` partition.
-PARTITIONED_TABLES: tuple[str, ...] = (SYSTEM_EVENTS, PERFORMANCE_METRICS, USER_ANALYTICS, PERFORMANCE_METRICS_1M)
+PARTITIONED_TABLES: tuple[str, ...] = (
+    OTEL_SPANS,
+    OTEL_SPAN_EVENTS,
+    OTEL_LOGS,
+    OTELPG_EVENTS,
+    PERFORMANCE_METRICS,
+    USER_ANALYTICS,
+    PERFORMANCE_METRICS_1M,
+)
 
 # Every partitioned table: (partition key column, partition width 'day' | 'month').
 PARTITIONING: dict[str, tuple[str, str]] = {
-    SYSTEM_EVENTS: ("timestamp", "day"),
+    OTEL_SPANS: ("timestamp", "day"),
+    OTEL_SPAN_EVENTS: ("timestamp", "day"),
+    OTEL_LOGS: ("timestamp", "day"),
+    OTELPG_EVENTS: ("timestamp", "day"),
     PERFORMANCE_METRICS: ("timestamp", "day"),
     USER_ANALYTICS: ("timestamp", "day"),
     PERFORMANCE_METRICS_1M: ("bucket", "day"),

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from exporters.postgres.events import event_row
-from exporters.postgres.schema import SYSTEM_CONFIG, SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import OTELPG_EVENTS, SYSTEM_CONFIG, SYSTEM_EVENTS_COLUMNS
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 
 log = logging.getLogger("otelpg.system_config")
@@ -87,7 +87,7 @@ class SystemConfig:
                     await conn.execute(f"DELETE FROM {SYSTEM_CONFIG} WHERE key = ANY($1::text[])", removed)
                 if stored:
                     await conn.copy_records_to_table(
-                        SYSTEM_EVENTS,
+                        OTELPG_EVENTS,
                         records=[event_row("config_updated", "info", {"changes": changes})],
                         columns=SYSTEM_EVENTS_COLUMNS,
                     )

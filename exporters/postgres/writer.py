@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from exporters.postgres.batcher import Batch, Tables, merge_tables
-from exporters.postgres.schema import COPY_TABLES, OTEL_RESOURCES
+from exporters.postgres.schema import COPY_TABLES, OTEL_RESOURCES, OTEL_SCOPES
 from sidecar.pipeline.errors import DatabaseUnavailableError, OtelpgError, PermanentError, RetryableError
 from sidecar.pipeline.telemetry import Telemetry
 
@@ -25,6 +25,11 @@ _UPSERT_RESOURCES = f"""
     INSERT INTO {OTEL_RESOURCES} (resource_id, service_name, attributes, schema_url)
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[])
     ON CONFLICT (resource_id) DO UPDATE SET last_seen = now()
+"""
+_UPSERT_SCOPES = f"""
+    INSERT INTO {OTEL_SCOPES} (scope_id, name, version, metadata)
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[])
+    ON CONFLICT (scope_id) DO UPDATE SET last_seen = now()
 """
 
 # SQLSTATE classes that mean the data itself is bad: data exception (22), integrity constraint (23),
@@ -99,6 +104,7 @@ class Writer:
         self._retry_delays = tuple(retry_delays)
         self._on_unavailable = on_unavailable
         self._known_resources: set[int] = set()  # upserted since start: skip them next time
+        self._known_scopes: set[int] = set()
         self.last_success = 0.0  # time.monotonic() of the last commit
 
     async def write(self, batch: Batch) -> None:
@@ -118,12 +124,20 @@ class Writer:
         tables = groups[0] if len(groups) == 1 else merge_tables(groups)
         # Sorted, so concurrent writers lock resource rows in the same order (no deadlock).
         new_resources = sorted(r for rid, r in resources.items() if rid not in self._known_resources)
+        # Scopes travel with the rows (a table of their own in `tables`): upserted, not COPied.
+        scopes = tables.get(OTEL_SCOPES)
+        if scopes:
+            known = self._known_scopes
+            tables = {t: rows for t, rows in tables.items() if t != OTEL_SCOPES}
+            new_scopes = sorted({r[0]: r for r in scopes if r[0] not in known}.values())
+        else:
+            new_scopes = []
         for attempt, delay in enumerate((*self._retry_delays, None)):
             started = time.perf_counter()
             try:
                 # A retry may follow a COMMIT whose answer was lost: the rows keep their ids, and the
                 # idempotent path skips those already there, so a retried batch adds no duplicates.
-                await self._transaction(tables, groups, new_resources, idempotent or attempt > 0)
+                await self._transaction(tables, groups, new_resources, new_scopes, idempotent or attempt > 0)
             except Exception as e:
                 error = classify(e)
                 if isinstance(error, RetryableError) and delay is not None:
@@ -149,13 +163,18 @@ class Writer:
         if len(self._known_resources) > _KNOWN_RESOURCES_MAX:  # bounded: forgetting costs one idempotent upsert
             self._known_resources.clear()
         self._known_resources.update(r[0] for r in new_resources)
+        if len(self._known_scopes) > _KNOWN_RESOURCES_MAX:
+            self._known_scopes.clear()
+        self._known_scopes.update(r[0] for r in new_scopes)
 
     async def _transaction(
-        self, tables: Tables, groups: list[Tables], resources: list[tuple], idempotent: bool
+        self, tables: Tables, groups: list[Tables], resources: list[tuple], scopes: list[tuple], idempotent: bool
     ) -> None:
         async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
             if resources:
                 await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
+            if scopes:
+                await conn.execute(_UPSERT_SCOPES, *map(list, zip(*scopes, strict=True)))
             for table, rows in tables.items():
                 if not rows:
                     continue

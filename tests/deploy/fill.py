@@ -28,6 +28,7 @@ from types import ModuleType
 
 import asyncpg
 
+from exporters.postgres.legacy import convert_legacy_rows
 from exporters.prometheus.config import SPAN_DURATION_BOUNDS_SECONDS
 from tests import sdk
 
@@ -165,8 +166,9 @@ async def _partition(conn: asyncpg.Connection, parent: str, suffix: str, start: 
 async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt.date) -> None:
     """Daily partitions for [first_day, last_day] of every partitioned table, and rows in each day:
     every 10 minutes a request of two services (server + client span, an exception on errors, a
-    log line per severity) and gauge and histogram points."""
-    for table in ("system_events", "performance_metrics"):
+    log line per severity) and gauge and histogram points. The rows are written as schema 2 wrote
+    them and then converted, as an upgraded database's are (exporters/postgres/legacy.py)."""
+    for table in ("otel_spans", "otel_span_events", "otel_logs", "otelpg_events", "performance_metrics"):
         await conn.fetchval("SELECT otelpg_ensure_daily_partitions($1, $2, $3)", table, first_day, last_day)
     # otelpg_ensure_daily_partitions knows `timestamp` columns; the rollups are partitioned on
     # `bucket`, the 1-hour one by month (exporters/postgres/schema.py PARTITIONING).
@@ -193,24 +195,35 @@ async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt
                                    span_id, parent_span_id, name, duration_ms)
         SELECT 'span', svc, CASE WHEN failed THEN 'error' ELSE 'info' END,
                jsonb_build_object('kind', 'SPAN_KIND_SERVER', 'attributes', '{}'::jsonb, 'status',
-                   jsonb_build_object('code', CASE WHEN failed THEN 'STATUS_CODE_ERROR' ELSE 'STATUS_CODE_UNSET' END)),
+                   jsonb_build_object('code', CASE WHEN failed THEN 'STATUS_CODE_ERROR' ELSE 'STATUS_CODE_UNSET' END),
+                   'start_time_unix_nano', (extract(epoch FROM ts) * 1e9)::bigint,
+                   'end_time_unix_nano', (extract(epoch FROM ts) * 1e9)::bigint + (ms * 1e6)::bigint),
                ts, svc, trace, lpad(to_hex(n), 16, '0'), NULL, 'GET /items', ms
         FROM spans
         UNION ALL
         SELECT 'span', svc, 'info',
                jsonb_build_object('kind', 'SPAN_KIND_CLIENT', 'attributes', '{}'::jsonb,
-                                  'status', jsonb_build_object('code', 'STATUS_CODE_UNSET')),
+                                  'status', jsonb_build_object('code', 'STATUS_CODE_UNSET'),
+                                  'start_time_unix_nano', (extract(epoch FROM ts + interval '1 ms') * 1e9)::bigint,
+                                  'end_time_unix_nano', (extract(epoch FROM ts + interval '1 ms') * 1e9)::bigint
+                                                        + (ms / 3 * 1e6)::bigint),
                ts + interval '1 ms', svc, trace, lpad(to_hex(n + 1000000), 16, '0'), lpad(to_hex(n), 16, '0'),
                'SELECT items', ms / 3
         FROM spans
         UNION ALL
         SELECT 'span_event', svc, 'error',
                jsonb_build_object('span_name', 'GET /items', 'attributes',
-                   jsonb_build_object('exception.type', 'TimeoutError', 'exception.message', 'upstream timed out')),
+                   jsonb_build_object('exception.type', 'TimeoutError', 'exception.message', 'upstream timed out'),
+                   'time_unix_nano', (extract(epoch FROM ts + interval '2 ms') * 1e9)::bigint),
                ts + interval '2 ms', svc, trace, lpad(to_hex(n), 16, '0'), NULL, 'exception', NULL
         FROM spans WHERE failed
         UNION ALL
-        SELECT 'log', svc, sev, jsonb_build_object('body', 'handled request ' || n, 'attributes', '{}'::jsonb),
+        SELECT 'log', svc, sev, jsonb_build_object('body', 'handled request ' || n, 'attributes', '{}'::jsonb,
+                                                   'severity_number', array_position(ARRAY['debug', 'info', 'warn',
+                                                       'error'], sev) * 4 + 1, 'severity_text', upper(sev),
+                                                   'time_unix_nano',
+                                                   (extract(epoch FROM ts + interval '3 ms') * 1e9)::bigint,
+                                                   'observed_time_unix_nano', 0),
                ts + interval '3 ms', svc, trace, lpad(to_hex(n), 16, '0'), NULL, NULL, NULL
         FROM spans CROSS JOIN unnest(ARRAY['debug', 'info', 'warn', 'error']) sev
         """,
@@ -235,3 +248,5 @@ async def add_history(conn: asyncpg.Connection, first_day: dt.date, last_day: dt
         start,
         end,
     )
+    converted = await convert_legacy_rows(conn)
+    assert converted.spans and converted.span_events and converted.logs, converted

@@ -120,10 +120,11 @@ def test_migrate_and_stats(db_dsn):
     out = otelpg_cli("stats", "--json", env={"OTELPG_DATABASE_URL": db_dsn})
     assert out.returncode == 0, out.stderr
     stats = {r["table"]: r for r in json.loads(out.stdout)}
-    assert stats["system_events"]["partitions"] >= 5 and stats["system_events"]["rows"] == 0
+    for table in ("otel_spans", "otel_span_events", "otel_logs", "otelpg_events"):
+        assert stats[table]["partitions"] >= 5 and stats[table]["rows"] == 0, table
     assert stats["performance_metrics"]["exists"]
     table = otelpg_cli("stats", env={"OTELPG_DATABASE_URL": db_dsn})
-    assert table.returncode == 0 and "system_events" in table.stdout
+    assert table.returncode == 0 and "otel_spans" in table.stdout
 
 
 def test_stats_shows_the_spool_and_the_dead_letters_of_the_data_dir(db_dsn, tmp_path):
@@ -236,5 +237,6 @@ def test_embedded_database_starts_and_persists_across_restarts(tmp_path):
     assert "embedded PostgreSQL stopped" in first.log
     out = otelpg_cli("stats", "--json", env={"OTELPG_DATA_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    # The log record plus otelpg's own `started` and `stopped` events.
-    assert {r["table"]: r for r in json.loads(out.stdout)}["system_events"]["rows"] == 3
+    # The log record, and otelpg's own `started` and `stopped` events.
+    stats = {r["table"]: r for r in json.loads(out.stdout)}
+    assert stats["otel_logs"]["rows"] == 1 and stats["otelpg_events"]["rows"] == 2

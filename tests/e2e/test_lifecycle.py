@@ -215,7 +215,11 @@ def test_maintain_and_stats_commands(db_dsn):
     assert out.returncode == 0, out.stderr
     stats = {r["table"]: r for r in json.loads(out.stdout)}
     for table in (
-        "system_events",
+        "otel_spans",
+        "otel_span_events",
+        "otel_logs",
+        "otelpg_events",
+        "otel_scopes",
         "performance_metrics",
         "performance_metrics_1m",
         "performance_metrics_1h",

@@ -258,7 +258,9 @@ def test_self_telemetry_names(otelpg):
         == 5
     )
     sent = fams["otelpg_exporter_sent_rows"]
-    assert value(sent, "otelpg_exporter_sent_rows_total", table="system_events") >= 3 + 2 + 5  # spans, events, logs
+    assert value(sent, "otelpg_exporter_sent_rows_total", table="otel_spans") >= 3
+    assert value(sent, "otelpg_exporter_sent_rows_total", table="otel_span_events") >= 2
+    assert value(sent, "otelpg_exporter_sent_rows_total", table="otel_logs") >= 5
     assert value(fams["otelpg_exporter_queue_capacity"]) > 0
     assert value(fams["otelpg_exporter_queue_size"]) >= 0
     assert "otelpg_spool_bytes" in fams and value(fams["otelpg_spool_capacity_bytes"]) > 0
@@ -345,13 +347,16 @@ def test_database_utilization_gauges(otelpg_fast):
     def refreshed():
         fams = families(scrape(url).text)
         rows = fams.get("otelpg_database_table_rows_estimated")
-        if rows is None or value(rows, table="system_events") < 5:  # 3 spans, 2 span events
+        if rows is None or value(rows, table="otel_spans") < 3 or value(rows, table="otel_span_events") < 2:
             return None
         return fams
 
     fams = _wait_for(refreshed, what="database utilization with the new rows")
     tables = (
-        "system_events",
+        "otel_spans",
+        "otel_span_events",
+        "otel_logs",
+        "otelpg_events",
         "performance_metrics",
         "otel_resources",
         "agent_states",
@@ -364,6 +369,6 @@ def test_database_utilization_gauges(otelpg_fast):
     assert all(value(table_bytes, table=t) > 0 for t in tables)
     assert value(fams["otelpg_database_table_rows_estimated"], table="otel_resources") >= 1
     partitions = fams["otelpg_database_table_partitions"]
-    assert value(partitions, table="system_events") >= 2  # default + daily ones
+    assert value(partitions, table="otel_spans") >= 2  # default + daily ones
     assert value(partitions, table="otel_resources") == 0
     assert value(fams["otelpg_database_size_bytes"]) >= sum(value(table_bytes, table=t) for t in tables)

@@ -142,7 +142,7 @@ async def logs_of(db: asyncpg.Connection, service: str) -> int:
 
 
 async def test_an_item_postgresql_refuses_costs_only_itself(pipeline, db):
-    await poison(db, "system_events", "name")
+    await poison(db, "otel_logs", "event_type")
     innocent = [pipeline.exporter.consume(export(LOGS, logs_request(f"innocent-{k}", 30))) for k in range(5)]
     bad = logs_request("mixed", 10)
     bad.resource_logs[0].scope_logs[0].log_records[3].attributes.extend(kvs({"event.name": "poison"}))
@@ -154,7 +154,7 @@ async def test_an_item_postgresql_refuses_costs_only_itself(pipeline, db):
     assert await logs_of(db, "mixed") == 9  # the other records of the same request are stored
     message = results[5].message
     assert "1 log record rejected" in message and "'poison'" in message and "'mixed'" in message
-    for internal in ("system_events", "no_poison", "Failing row", "partition", "index"):
+    for internal in ("system_events", "otel_logs", "no_poison", "Failing row", "partition", "index"):
         assert internal not in message  # names the item, not database internals
     letters = read_letters(pipeline.dead_letter.path)
     assert len(letters) == 1 and letters[0]["source"] == "live" and letters[0]["services"] == ["mixed"]
@@ -204,7 +204,7 @@ async def test_derived_rows_failing_for_one_request_cost_no_other_request_its_ow
 
 
 async def test_a_spooled_request_postgresql_refuses_never_blocks_the_replay_of_others(pipeline, db):
-    await poison(db, "system_events", "name")
+    await poison(db, "otel_logs", "event_type")
     pipeline.database_ok = False  # as during an outage: every request is spooled and acknowledged
     first = logs_request("innocent-before", 40)
     bad = logs_request("guilty", 5, event="poison")
@@ -225,7 +225,7 @@ async def test_a_spooled_request_postgresql_refuses_never_blocks_the_replay_of_o
     assert [(x["source"], x["services"], x["items"]) for x in letters] == [("spool", ["guilty"], 5)]
     assert ExportLogsServiceRequest.FromString(letters[0]["payload"]) == bad
     # replaying the dead letter after the constraint is dropped stores exactly what was refused
-    await db.execute("ALTER TABLE system_events DROP CONSTRAINT no_poison")
+    await db.execute("ALTER TABLE otel_logs DROP CONSTRAINT no_poison")
     await pipeline.spool.append(LOGS, letters[0]["received_ns"], letters[0]["payload"], letters[0]["seed"])
     await pipeline.replayer.replay()
     assert await logs_of(db, "guilty") == 5
@@ -264,9 +264,9 @@ async def test_a_large_request_holds_the_rows_of_a_chunk_or_two_not_all_of_them(
     request = chunked(LOGS, logs_request("big", 6000), admission, chunk_messages=3000)
     assert len(request.chunks) >= 8
     whole = sum(
-        rows_memory(rows)
+        rows_memory(table, rows)
         for chunk in request.chunks
-        for rows in map_chunk(LOGS, chunk, NOW_NS, request_ids(NOW_NS, 1)).rows.values()
+        for table, rows in map_chunk(LOGS, chunk, NOW_NS, request_ids(NOW_NS, 1)).rows.items()
     )
     with request.reservation:
         assert (await pipeline.exporter.consume(request)).rejected == 0

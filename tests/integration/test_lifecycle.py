@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry
 
 from exporters.postgres.agent_states import AgentStates
+from exporters.postgres.config import RetentionConfig
 from exporters.postgres.derived import DerivedRows
 from exporters.postgres.ids import request_ids
 from exporters.postgres.maintenance import ensure_partitions, maintain, partition_name
@@ -31,11 +32,14 @@ from exporters.postgres.mapping import map_logs, map_metrics, map_traces
 from exporters.postgres.migrate import migrate
 from exporters.postgres.partition_maintenance import retention_days
 from exporters.postgres.schema import (
+    OTEL_LOGS,
+    OTEL_SPAN_EVENTS,
+    OTEL_SPANS,
+    OTELPG_EVENTS,
     PARTITIONING,
     PERFORMANCE_METRICS,
     PERFORMANCE_METRICS_1H,
     PERFORMANCE_METRICS_1M,
-    SYSTEM_EVENTS,
     USER_ANALYTICS,
 )
 from exporters.postgres.stats import TOTAL, format_stats, table_stats
@@ -48,7 +52,10 @@ from tests.unit.mapping.builders import kvs, resource
 
 NOW = dt.datetime(2031, 3, 10, 12, 30, tzinfo=dt.UTC)
 RETENTION = {
-    "system_events": 30,
+    "otel_spans": 30,
+    "otel_span_events": 30,
+    "otel_logs": 30,
+    "otelpg_events": 30,
     "performance_metrics": 30,
     "user_analytics": 30,
     "performance_metrics_1m": 90,
@@ -108,17 +115,38 @@ async def test_partitions_created_ahead_and_dropped_past_retention(db):
     # retention) are gone, the 1m rollup (90 days) and the monthly 1h rollup keep theirs.
     later = NOW + dt.timedelta(days=33)
     report = await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION, now=later)
-    events = await partitions(db, SYSTEM_EVENTS)
-    assert "system_events_p20310312" not in events and "system_events_p20310313" in events
-    assert f"system_events_p{later:%Y%m%d}" in events
-    assert "system_events_p20310309" in report.dropped and "performance_metrics_p20310309" in report.dropped
+    events = await partitions(db, OTEL_SPANS)
+    assert "otel_spans_p20310312" not in events and "otel_spans_p20310313" in events
+    assert f"otel_spans_p{later:%Y%m%d}" in events
+    assert "otel_spans_p20310309" in report.dropped and "performance_metrics_p20310309" in report.dropped
     assert "performance_metrics_1m_p20310309" in await partitions(db, PERFORMANCE_METRICS_1M)
     # 400 days on, March 2031 is past the 1h rollup's retention: a whole month dropped.
     much_later = NOW + dt.timedelta(days=400 + 31)
     report = await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION, now=much_later)
     assert "performance_metrics_1h_p203103" in report.dropped
     assert "performance_metrics_1h_p203103" not in await partitions(db, PERFORMANCE_METRICS_1H)
-    assert all(not p.startswith("system_events_p2031") for p in await partitions(db, SYSTEM_EVENTS))
+    assert all(not p.startswith("otel_spans_p2031") for p in await partitions(db, OTEL_SPANS))
+
+
+async def test_each_signal_keeps_its_own_retention(db):
+    """Spans, logs and otelpg's own events are separate tables: each drops its days at its own age."""
+    await migrate(db)
+    fallback = retention_days(RetentionConfig(system_events_days=20))  # spans_days, logs_days unset
+    assert fallback[OTEL_SPANS] == fallback[OTEL_SPAN_EVENTS] == fallback[OTEL_LOGS] == fallback[OTELPG_EVENTS] == 20
+    days = retention_days(RetentionConfig(system_events_days=20, spans_days=10, logs_days=3))
+    assert days[OTEL_SPANS] == days[OTEL_SPAN_EVENTS] == 10 and days[OTEL_LOGS] == 3 and days[OTELPG_EVENTS] == 20
+    five_days_ago = NOW - dt.timedelta(days=5)
+    await maintain(db, days_behind=1, days_ahead=1, retention_days=days, now=five_days_ago)
+    day = f"{five_days_ago:%Y%m%d}"
+    for table in (OTEL_SPANS, OTEL_SPAN_EVENTS, OTEL_LOGS, OTELPG_EVENTS):
+        assert f"{table}_p{day}" in await partitions(db, table)
+    report = await maintain(db, days_behind=1, days_ahead=1, retention_days=days, now=NOW)
+    assert f"otel_logs_p{day}" in report.dropped  # 5 days old: past the logs' 3 days
+    assert f"otel_logs_p{day}" not in await partitions(db, OTEL_LOGS)
+    assert f"otel_spans_p{day}" not in report.dropped  # the same day kept for spans (10 days)
+    assert f"otel_spans_p{day}" in await partitions(db, OTEL_SPANS)
+    assert f"otel_span_events_p{day}" in await partitions(db, OTEL_SPAN_EVENTS)
+    assert f"otelpg_events_p{day}" in await partitions(db, OTELPG_EVENTS)  # 20 days
 
 
 async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_path):
@@ -140,45 +168,41 @@ async def test_rows_far_outside_the_window_are_stored_and_split_out(pool, tmp_pa
         await ensure_partitions(conn, 1, 3)
         await write(writer, map_logs(req, time.time_ns()))
         stored = {
-            r["b"]: r["p"]
-            for r in await conn.fetch("SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")
+            r["b"]: r["p"] for r in await conn.fetch("SELECT body AS b, tableoid::regclass::text AS p FROM otel_logs")
         }
         # Every row is stored; those without a partition wait in the default one.
         assert stored == {
-            "future": "system_events_default",
-            "1970": "system_events_default",
-            "late": "system_events_default",
-            "now": f"system_events_p{now:%Y%m%d}",
+            "future": "otel_logs_default",
+            "1970": "otel_logs_default",
+            "late": "otel_logs_default",
+            "now": f"otel_logs_p{now:%Y%m%d}",
         }
 
         report = await maintain(conn, days_behind=1, days_ahead=3, retention_days=RETENTION, now=now)
         stored = {
-            r["b"]: r["p"]
-            for r in await conn.fetch("SELECT payload->>'body' AS b, tableoid::regclass::text AS p FROM system_events")
+            r["b"]: r["p"] for r in await conn.fetch("SELECT body AS b, tableoid::regclass::text AS p FROM otel_logs")
         }
-        late = partition_name(SYSTEM_EVENTS, "day", times["late"])
+        late = partition_name(OTEL_LOGS, "day", times["late"])
         assert stored["late"] == late and late in report.created  # split out of the default partition
-        assert stored["future"] == "system_events_default"  # kept there until the window reaches its day
+        assert stored["future"] == "otel_logs_default"  # kept there until the window reaches its day
         assert "1970" not in stored  # 61 years past a 30-day retention: deleted like any expired row
         assert report.expired_default_rows >= 1 and report.moved_rows >= 1
-        assert stored["now"] == f"system_events_p{now:%Y%m%d}"
+        assert stored["now"] == f"otel_logs_p{now:%Y%m%d}"
 
         # 398 days on, the future row's day enters the window: moved into its own partition.
         report = await maintain(
             conn, days_behind=1, days_ahead=3, retention_days=RETENTION, now=now + dt.timedelta(days=398)
         )
-        where = await conn.fetchval(
-            "SELECT tableoid::regclass::text FROM system_events WHERE payload->>'body' = 'future'"
-        )
-        assert where == partition_name(SYSTEM_EVENTS, "day", times["future"])
-        assert await conn.fetchval("SELECT count(*) FROM system_events_default") == 0
+        where = await conn.fetchval("SELECT tableoid::regclass::text FROM otel_logs WHERE body = 'future'")
+        assert where == partition_name(OTEL_LOGS, "day", times["future"])
+        assert await conn.fetchval("SELECT count(*) FROM otel_logs_default") == 0
 
 
 async def test_two_maintainers_at_once_do_not_conflict(db_dsn, db):
     await migrate(db)
     base = NOW - dt.timedelta(days=12)
     await db.execute(
-        "INSERT INTO system_events (event_type, source, timestamp) "
+        "INSERT INTO otelpg_events (event_type, source, timestamp) "
         "SELECT 'log', 's', $1::timestamptz + make_interval(hours => g) FROM generate_series(0, 239) g",
         base,
     )
@@ -193,9 +217,9 @@ async def test_two_maintainers_at_once_do_not_conflict(db_dsn, db):
     created = [p for r in reports for p in r.created]
     assert len(created) == len(set(created))  # each partition made once
     assert sum(r.moved_rows for r in reports) == 240
-    assert await db.fetchval("SELECT count(*) FROM system_events") == 240
-    assert await db.fetchval("SELECT count(*) FROM system_events_default") == 0
-    assert await db.fetchval("SELECT count(DISTINCT tableoid) FROM system_events") == 11  # Feb 26 - Mar 8
+    assert await db.fetchval("SELECT count(*) FROM otelpg_events") == 240
+    assert await db.fetchval("SELECT count(*) FROM otelpg_events_default") == 0
+    assert await db.fetchval("SELECT count(DISTINCT tableoid) FROM otelpg_events") == 11  # Feb 26 - Mar 8
     # In the background a run finding the lock taken skips instead of waiting.
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtext('otelpg.maintain.' || current_schema()))")
@@ -216,14 +240,14 @@ async def test_maintenance_does_not_block_ingest_into_other_partitions(db_dsn, d
     try:
         async with writer.transaction():
             await writer.execute(
-                "INSERT INTO system_events (event_type, source, timestamp) VALUES ('log', 's', $1)", NOW
+                "INSERT INTO otelpg_events (event_type, source, timestamp) VALUES ('log', 's', $1)", NOW
             )
             report = await asyncio.wait_for(
                 maintain(db, days_behind=1, days_ahead=5, retention_days=RETENTION, now=NOW), 20
             )
     finally:
         await writer.close()
-    assert "system_events_p20310315" in report.created and not report.skipped
+    assert "otelpg_events_p20310315" in report.created and not report.skipped
 
 
 # --------------------------------------------------------------------------- rollups
@@ -653,15 +677,19 @@ async def test_stats_per_table(db_dsn, db, tmp_path):
     assert pm["oldest"] == (base - dt.timedelta(minutes=5)).isoformat()
     assert pm["newest"] == (base - dt.timedelta(minutes=1)).isoformat()
     assert 0 < pm["share"] < 1 and pm["default_partition_rows"] == 0
-    se = stats[SYSTEM_EVENTS]
-    assert se["rows"] == 3 and se["default_partition_rows"] == 3
-    assert se["oldest"] == se["newest"] == (base - dt.timedelta(days=400)).isoformat()
+    # Schema 3's tables are listed; system_events, a view over them, is not (its rows would count twice).
+    assert {OTEL_SPANS, OTEL_SPAN_EVENTS, OTEL_LOGS, OTELPG_EVENTS, "otel_scopes"} <= stats.keys()
+    assert "system_events" not in stats
+    logs = stats[OTEL_LOGS]
+    assert logs["rows"] == 3 and logs["default_partition_rows"] == 3
+    assert logs["oldest"] == logs["newest"] == (base - dt.timedelta(days=400)).isoformat()
+    assert stats[OTEL_SPANS]["rows"] == 0 and stats[OTEL_SPANS]["partitions"] == 6
     assert stats[PERFORMANCE_METRICS_1M]["rows"] > 0 and stats[PERFORMANCE_METRICS_1H]["partitions"] >= 2
     total = stats[TOTAL]
     assert total["rows"] == sum(r["rows"] for t, r in stats.items() if t != TOTAL)
     assert total["database_bytes"] >= total["bytes"] > 0
     text = format_stats(list(stats.values()))
-    assert "performance_metrics_1m" in text and "database size" in text
+    assert "performance_metrics_1m" in text and "otel_logs" in text and "database size" in text
 
 
 async def test_a_failing_hook_never_costs_the_raw_rows(pool, tmp_path, db):
@@ -685,18 +713,18 @@ async def test_a_busy_table_delays_the_drop_instead_of_stalling_ingest(db_dsn, d
     reader = await asyncpg.connect(db_dsn)
     try:
         async with reader.transaction():
-            await reader.fetch("SELECT count(*) FROM system_events")  # a dashboard query still running
+            await reader.fetch("SELECT count(*) FROM otel_spans")  # a dashboard query still running
             started = time.monotonic()
             report = await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION, now=later)
             assert time.monotonic() - started < 15
     finally:
         await reader.close()
-    assert "system_events_p20310309" in report.skipped and "performance_metrics_p20310309" in report.dropped
-    assert f"system_events_p{later - dt.timedelta(days=1):%Y%m%d}" in report.skipped
+    assert "otel_spans_p20310309" in report.skipped and "performance_metrics_p20310309" in report.dropped
+    assert f"otel_spans_p{later - dt.timedelta(days=1):%Y%m%d}" in report.skipped
     assert f"performance_metrics_p{later:%Y%m%d}" in report.created
     report = await maintain(db, days_behind=1, days_ahead=3, retention_days=RETENTION, now=later)
-    assert "system_events_p20310309" in report.dropped and not report.skipped
-    assert f"system_events_p{later:%Y%m%d}" in report.created
+    assert "otel_spans_p20310309" in report.dropped and not report.skipped
+    assert f"otel_spans_p{later:%Y%m%d}" in report.created
 
 
 async def test_a_metric_name_sent_as_two_types_in_one_batch(pool, tmp_path, db):

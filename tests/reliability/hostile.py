@@ -56,11 +56,15 @@ KEY_MAX_BYTES = 1024  # what indexed names are cut to
 MiB = 2**20
 
 POISON_SQL = (
-    "ALTER TABLE system_events ADD CONSTRAINT poison CHECK (name IS DISTINCT FROM 'poison')",
+    "ALTER TABLE otel_logs ADD CONSTRAINT poison CHECK (event_type IS DISTINCT FROM 'poison')",
     "ALTER TABLE performance_metrics ADD CONSTRAINT poison CHECK (metric_name IS DISTINCT FROM 'poison')",
 )
 # What a client-facing message must not show: otelpg's tables, indexes, constraints.
-LEAKS = re.compile(r"system_events|performance_metrics|_idx|_pkey|constraint \"|partition", re.IGNORECASE)
+LEAKS = re.compile(
+    r"system_events|otel_spans|otel_span_events|otel_logs|otelpg_events|performance_metrics"
+    r"|_idx|_pkey|constraint \"|partition",
+    re.IGNORECASE,
+)
 
 
 # --------------------------------------------------------------------------- poison

@@ -816,6 +816,8 @@ def mapped(signal: int, bodies: list[bytes], n: int, fast: bool) -> tuple[tuple,
         rejected += m.rejected
         for k, v in m.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
+    if "otel_scopes" in rows:  # each chunk carries the scopes of its items: they are upserted once
+        rows["otel_scopes"] = list(dict.fromkeys(rows["otel_scopes"]))
     return (rows, resources, items, rejected, reasons), mapper.truncated["attributes"]
 
 

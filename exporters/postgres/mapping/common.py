@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from exporters.postgres.schema import PM, SE
+from exporters.postgres.schema import LARGE_COLUMNS
 
 try:  # the C attribute converter (setup.py builds it when a compiler is there): same results, ~3x faster
     from exporters.postgres.mapping import _fast  # type: ignore[attr-defined]  # the C extension: no stub
@@ -91,14 +91,13 @@ def describe_rejections(reasons: dict[str, int], singular: str, plural: str) -> 
     return rejection_message(total, singular, plural, why)
 
 
-_JSON = SE.PAYLOAD  # the JSON column of either table's rows
-assert PM.TAGS == _JSON
-
-
-def rows_memory(rows: list[tuple]) -> int:
-    """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON column,
-    the payload or tags), for admission control."""
-    return 768 * len(rows) + sum(len(r[_JSON]) for r in rows)
+def rows_memory(table: str, rows: list[tuple]) -> int:
+    """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON and other
+    unbounded columns), for admission control."""
+    size = 768 * len(rows)
+    for at in LARGE_COLUMNS[table]:
+        size += sum(len(v) for r in rows if (v := r[at]) is not None)
+    return size
 
 
 # --------------------------------------------------------------------------- strings and JSON
@@ -223,7 +222,7 @@ class Mapper:
     depend on that state; a mapper binds them to locals once per request.
     """
 
-    __slots__ = ("_resources", "fast", "max_attributes", "max_value_length", "truncated")
+    __slots__ = ("_resources", "_scopes", "fast", "max_attributes", "max_value_length", "truncated")
 
     def __init__(
         self,
@@ -239,6 +238,7 @@ class Mapper:
         self.fast = FAST_AVAILABLE if fast is None else fast
         self.truncated = {"attributes": 0, "attribute_values": 0, "keys": 0}
         self._resources: dict[tuple[bytes, str], tuple] = {}
+        self._scopes: dict[tuple[bytes, str], tuple | None] = {}
 
     def key_text(self, s: str) -> str:
         """`text(s)` cut to KEY_MAX_BYTES bytes of UTF-8 at a character boundary (counted)."""
@@ -360,6 +360,33 @@ class Mapper:
         if scope.dropped_attributes_count:
             info["dropped_attributes_count"] = scope.dropped_attributes_count
         return info
+
+    def scope_row(self, scope: Any, schema_url: str) -> tuple | None:
+        """The otel_scopes row (scope_id, name, version, metadata JSON) of a ScopeSpans/ScopeLogs,
+        None when it has neither a scope nor a schema_url. `metadata` is {scope, schema_url} with
+        keys sorted; scope_id = blake2b-64 (signed) of it. Memoised like resources."""
+        key = (scope.SerializeToString(), schema_url)
+        memo = self._scopes
+        if key in memo:
+            return memo[key]
+        meta: dict[str, Any] = {}
+        info = self.scope_info(scope)
+        if info:
+            meta["scope"] = info
+        if schema_url:
+            meta["schema_url"] = schema_url
+        row = None
+        if meta:
+            canonical = json_dumps_sorted(meta)
+            digest = blake2b(canonical.encode(), digest_size=8).digest()
+            name, version = info.get("name"), info.get("version")
+            row = (int.from_bytes(digest, "big", signed=True), text(name) if name else None,
+                   text(version) if version else None, canonical)  # fmt: skip
+        if len(key[0]) <= MEMO_KEY_MAX_BYTES:
+            if len(memo) >= RESOURCE_MEMO_MAX:
+                memo.clear()
+            memo[key] = row
+        return row
 
     def scope_metadata(self, scope: Any, schema_url: str) -> str:
         """system_events.metadata for every row of one ScopeSpans/ScopeLogs: {scope, schema_url}."""

@@ -1,4 +1,4 @@
-"""ExportLogsServiceRequest → system_events rows, one per log record."""
+"""ExportLogsServiceRequest → otel_logs rows, one per log record, and the otel_scopes rows they reference."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from exporters.postgres.mapping.common import (
     to_datetime,
     trace_uuid,
 )
-from exporters.postgres.schema import SYSTEM_EVENTS
+from exporters.postgres.schema import OTEL_LOGS, OTEL_SCOPES
 
 # severity_number 1-4 trace, 5-8 debug, 9-12 info, 13-16 warn, 17-20 error, 21-24 fatal.
 SEVERITY_BY_NUMBER: tuple[str | None, ...] = (
@@ -38,6 +38,12 @@ SEVERITY_BY_TEXT: dict[str, str] = {
     "fatal": "fatal", "critical": "fatal", "crit": "fatal", "emerg": "fatal", "emergency": "fatal",
     "panic": "fatal", "ftl": "fatal",
 }  # fmt: skip
+
+# otel_logs.severity: the first letter of the severity (a "char", which asyncpg takes as bytes).
+SEVERITY_LETTER = {"trace": b"t", "debug": b"d", "info": b"i", "warn": b"w", "error": b"e", "fatal": b"f"}
+SMALLINT_MAX = 32767  # enum values beyond a SMALLINT column are kept exactly in `extra`
+INT_MAX = 2**31 - 1  # flags (fixed32) beyond an INTEGER column too
+BIGINT_MAX = 2**63 - 1  # observed times (uint64) beyond a BIGINT too
 
 _HAS_EVENT_NAME = "event_name" in LogRecord.DESCRIPTOR.fields_by_name
 _INVALID_IDS = "invalid trace_id or span_id"
@@ -72,6 +78,7 @@ def map_logs(
     ri = 0  # index of the next log record in record_attrs / bodies
     rows: list[tuple] = []
     append = rows.append
+    scopes: dict[int, tuple] = {}
     resources: dict[int, tuple] = {}
     items = rejected = 0
     traces: dict[bytes, Any] = {}
@@ -81,9 +88,10 @@ def map_logs(
     any_value = m.any_value
     key_text = m.key_text
     resource_row = m.resource_row
-    scope_metadata = m.scope_metadata
+    scope_row = m.scope_row
     dumps = json_dumps
     by_number = SEVERITY_BY_NUMBER
+    letter = SEVERITY_LETTER
     has_event_name = _HAS_EVENT_NAME
     z16 = ZERO_TRACE_ID
     z8 = ZERO_SPAN_ID
@@ -94,7 +102,11 @@ def map_logs(
         service = resource[1]
         first = len(rows)
         for sl in rl.scope_logs:
-            meta = scope_metadata(sl.scope, sl.schema_url)
+            scope = scope_row(sl.scope, sl.schema_url)
+            scope_id = None
+            if scope is not None:
+                scope_id = scope[0]
+                scopes[scope_id] = scope
             records = sl.log_records
             items += len(records)
             for rec in records:
@@ -117,7 +129,7 @@ def map_logs(
                     if len(sid) != 8:
                         rejected += 1
                         continue
-                    span_id = None if sid == z8 else sid.hex()
+                    span_id = None if sid == z8 else sid
                 else:
                     span_id = None
                 attrs = record_attrs[ri - 1] if fast else attrs_of(rec.attributes)
@@ -130,30 +142,40 @@ def map_logs(
                 sev_text = rec.severity_text
                 time_ns = rec.time_unix_nano
                 observed_ns = rec.observed_time_unix_nano
-                payload: dict[str, Any] = {
-                    "body": bodies[ri - 1] if fast else any_value(rec.body),
-                    "attributes": attrs,
-                    "severity_number": number,
-                    "severity_text": sev_text,
-                    "time_unix_nano": time_ns,
-                    "observed_time_unix_nano": observed_ns,
-                }
+                body = bodies[ri - 1] if fast else any_value(rec.body)
+                extra: dict[str, Any] = {}
                 if from_field and event and len(event) != len(rec.event_name):
-                    payload["event_name"] = text(rec.event_name)  # the whole name, cut in event_type
-                if rec.flags:
-                    payload["flags"] = rec.flags
+                    extra["event_name"] = text(rec.event_name)  # the whole name, cut in event_type
                 if rec.dropped_attributes_count:
-                    payload["dropped_attributes_count"] = rec.dropped_attributes_count
+                    extra["dropped_attributes_count"] = rec.dropped_attributes_count
                 if time_ns:
                     ts = to_dt(time_ns)
-                elif observed_ns:
-                    ts = to_dt(observed_ns)
+                    nanos = time_ns % 1000
                 else:
-                    ts = received_dt
+                    extra["time_unix_nano"] = 0
+                    if observed_ns:
+                        ts = to_dt(observed_ns)
+                        nanos = observed_ns % 1000
+                    else:
+                        ts = received_dt
+                        nanos = 0
+                if observed_ns > BIGINT_MAX:
+                    extra["observed_time_unix_nano"], observed_ns = observed_ns, 0
+                flags = rec.flags
+                if flags > INT_MAX:
+                    extra["flags"], flags = flags, 0
+                if not -SMALLINT_MAX <= number <= SMALLINT_MAX:
+                    extra["severity_number"] = number
+                    stored_number = 0
+                else:
+                    stored_number = number
                 append((
-                    new_id(), event or "log", service,
-                    by_number[number] if 0 < number < 25 else severity(number, sev_text),
-                    dumps(payload), ts, meta, service, rid, trace, span_id, None, event, None,
+                    new_id(), ts, nanos, service, rid, scope_id, trace, span_id, event or "log",
+                    letter[by_number[number] if 0 < number < 25 else severity(number, sev_text)],
+                    stored_number, text(sev_text) if sev_text else None, observed_ns or None, flags or None,
+                    text(body) if body.__class__ is str else None,
+                    None if body is None or body.__class__ is str else dumps(body),
+                    dumps(attrs), dumps(extra) if extra else None,
                 ))  # fmt: skip
         if len(rows) > first:
             resources[rid] = resource
@@ -162,4 +184,4 @@ def map_logs(
         m.count_truncated(fast[2], fast[3])
     reasons = {_INVALID_IDS: rejected} if rejected else {}
     message = describe_rejections(reasons, "log record", "log records")
-    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)
+    return Mapped({OTEL_LOGS: rows, OTEL_SCOPES: list(scopes.values())}, resources, items, rejected, message, reasons)

@@ -1,4 +1,5 @@
-"""ExportTraceServiceRequest → system_events rows: one per span, one per span event."""
+"""ExportTraceServiceRequest → otel_spans rows (one per span), otel_span_events rows (one per span
+event) and the otel_scopes rows they reference."""
 
 from __future__ import annotations
 
@@ -15,24 +16,16 @@ from exporters.postgres.mapping.common import (
     Mapper,
     describe_rejections,
     json_dumps,
+    text,
     to_datetime,
     trace_uuid,
 )
-from exporters.postgres.schema import SYSTEM_EVENTS
+from exporters.postgres.schema import OTEL_SCOPES, OTEL_SPAN_EVENTS, OTEL_SPANS
 
-SPAN_KIND_NAMES = {
-    0: "SPAN_KIND_UNSPECIFIED",
-    1: "SPAN_KIND_INTERNAL",
-    2: "SPAN_KIND_SERVER",
-    3: "SPAN_KIND_CLIENT",
-    4: "SPAN_KIND_PRODUCER",
-    5: "SPAN_KIND_CONSUMER",
-}
-STATUS_CODE_NAMES = {0: "STATUS_CODE_UNSET", 1: "STATUS_CODE_OK", 2: "STATUS_CODE_ERROR"}
-_STATUS_ERROR = 2
-# Shared, never mutated: the payload's "status" when there is no message.
-_STATUSES = {code: {"code": name} for code, name in STATUS_CODE_NAMES.items()}
 _INVALID_IDS = "invalid trace_id, span_id or parent_span_id"
+SMALLINT_MAX = 32767  # kind or status codes beyond a SMALLINT column are kept exactly in `extra`
+INT_MAX = 2**31 - 1  # flags (fixed32) beyond an INTEGER column too
+BIGINT_MAX = 2**63 - 1  # durations beyond a BIGINT: the exact end is kept in `extra`
 
 
 def _link(link: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -48,6 +41,30 @@ def _link(link: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, A
     if link.dropped_attributes_count:
         d["dropped_attributes_count"] = link.dropped_attributes_count
     return d
+
+
+def _extra(
+    sp: Any, attrs_of: Callable[[Any], dict[str, Any]], start: int, end: int, duration: int | None
+) -> dict[str, Any]:
+    """What of a span has no column: links, trace_state, dropped counts, and the exact start and
+    end times when `timestamp`, `nanos` and `duration_ns` can't give them."""
+    extra: dict[str, Any] = {}
+    if sp.links:
+        extra["links"] = [_link(link, attrs_of) for link in sp.links]
+    if sp.trace_state:
+        extra["trace_state"] = sp.trace_state
+    if sp.dropped_attributes_count:
+        extra["dropped_attributes_count"] = sp.dropped_attributes_count
+    if sp.dropped_events_count:
+        extra["dropped_events_count"] = sp.dropped_events_count
+    if sp.dropped_links_count:
+        extra["dropped_links_count"] = sp.dropped_links_count
+    if not start:
+        extra["start_time_unix_nano"] = 0
+        extra["end_time_unix_nano"] = end
+    elif duration is None:
+        extra["end_time_unix_nano"] = end
+    return extra
 
 
 def _aligned(request: ExportTraceServiceRequest, fast: tuple[list, list, int, int] | None) -> bool:
@@ -73,19 +90,19 @@ def map_traces(
         fast = None
     span_attrs, event_attrs = (fast[0], fast[1]) if fast else ((), ())
     si = ei = 0  # index of the next span / span event in span_attrs / event_attrs
-    rows: list[tuple] = []
-    append = rows.append
+    spans_out: list[tuple] = []
+    append = spans_out.append
+    events_out: list[tuple] = []
+    append_event = events_out.append
+    scopes: dict[int, tuple] = {}
     resources: dict[int, tuple] = {}
     items = rejected = 0
     received = to_datetime(received_ns)
     traces: dict[bytes, Any] = {}  # trace_id bytes -> UUID, shared by the spans of one trace
-    kinds = SPAN_KIND_NAMES
-    codes = STATUS_CODE_NAMES
-    statuses = _STATUSES
     to_dt = to_datetime
     attrs_of = m.attributes
     resource_row = m.resource_row
-    scope_metadata = m.scope_metadata
+    scope_row = m.scope_row
     dumps = json_dumps
     z16 = ZERO_TRACE_ID
     z8 = ZERO_SPAN_ID
@@ -94,9 +111,13 @@ def map_traces(
         resource = resource_row(rs.resource, rs.schema_url)
         rid = resource[0]
         service = resource[1]
-        first = len(rows)
+        first = len(spans_out)
         for ss in rs.scope_spans:
-            meta = scope_metadata(ss.scope, ss.schema_url)
+            scope = scope_row(ss.scope, ss.schema_url)
+            scope_id = None
+            if scope is not None:
+                scope_id = scope[0]
+                scopes[scope_id] = scope
             spans = ss.spans
             items += len(spans)
             for sp in spans:
@@ -114,50 +135,41 @@ def map_traces(
                 trace = traces.get(tid)
                 if trace is None:
                     trace = traces[tid] = trace_uuid(tid)
-                span_id = sid.hex()
                 name = sp.name
                 if "\x00" in name:
                     name = name.replace("\x00", "\ufffd")
                 start = sp.start_time_unix_nano
                 end = sp.end_time_unix_nano
                 status = sp.status
-                code = status.code
-                kind = sp.kind
-                status_message = status.message
-                st = (
-                    {"code": codes.get(code, code), "message": status_message} if status_message else statuses.get(code)
-                )
-                if st is None:
-                    st = {"code": code}
-                payload: dict[str, Any] = {
-                    "kind": kinds.get(kind, kind),
-                    "status": st,
-                    "attributes": attrs if fast else attrs_of(sp.attributes),
-                    "start_time_unix_nano": start,
-                    "end_time_unix_nano": end,
-                }
-                if sp.links:
-                    payload["links"] = [_link(link, attrs_of) for link in sp.links]
-                if sp.trace_state:
-                    payload["trace_state"] = sp.trace_state
-                if sp.flags:
-                    payload["flags"] = sp.flags
-                if sp.dropped_attributes_count:
-                    payload["dropped_attributes_count"] = sp.dropped_attributes_count
-                if sp.dropped_events_count:
-                    payload["dropped_events_count"] = sp.dropped_events_count
-                if sp.dropped_links_count:
-                    payload["dropped_links_count"] = sp.dropped_links_count
+                message = status.message
                 if start:
                     ts = to_dt(start)
-                    duration = (end - start) / 1e6 if end >= start else None
+                    nanos = start % 1000
+                    duration = end - start if start <= end <= start + BIGINT_MAX else None
                 else:
                     ts = received
+                    nanos = 0
                     duration = None
+                kind = sp.kind
+                code = status.code
+                flags = sp.flags
+                extra = _extra(sp, attrs_of, start, end, duration) if (
+                    sp.links or sp.trace_state or duration is None or sp.dropped_attributes_count
+                    or sp.dropped_events_count or sp.dropped_links_count
+                    or not 0 <= kind <= SMALLINT_MAX or not 0 <= code <= SMALLINT_MAX or flags > INT_MAX
+                ) else None  # fmt: skip
+                if extra is not None and flags > INT_MAX:
+                    extra["flags"], flags = flags, 0
+                if extra is not None and not 0 <= kind <= SMALLINT_MAX:
+                    extra["kind"], kind = kind, 0
+                if extra is not None and not 0 <= code <= SMALLINT_MAX:
+                    extra["status"] = {"code": code, "message": text(message)} if message else {"code": code}
+                    code = 0
                 append((
-                    new_id(), "span", service, "error" if code == _STATUS_ERROR else "info",
-                    dumps(payload), ts, meta, service, rid, trace, span_id,
-                    psid.hex() if psid and psid != z8 else None, name, duration,
+                    new_id(), ts, nanos, service, rid, scope_id, trace, sid,
+                    psid if psid and psid != z8 else None, name, kind, code,
+                    text(message) if message else None, duration, flags or None,
+                    dumps(attrs if fast else attrs_of(sp.attributes)), dumps(extra) if extra else None,
                 ))  # fmt: skip
                 events = sp.events
                 if events:
@@ -166,25 +178,24 @@ def map_traces(
                         if "\x00" in ev_name:
                             ev_name = ev_name.replace("\x00", "\ufffd")
                         ev_ns = ev.time_unix_nano
-                        ev_payload: dict[str, Any] = {
-                            "span_name": name,
-                            "attributes": event_attrs[ei] if fast else attrs_of(ev.attributes),
-                            "time_unix_nano": ev_ns,
-                        }
-                        ei += 1
+                        ev_extra: dict[str, Any] = {}
                         if ev.dropped_attributes_count:
-                            ev_payload["dropped_attributes_count"] = ev.dropped_attributes_count
-                        append((
-                            new_id(), "span_event", service,
-                            "error" if ev_name == "exception" else "info",
-                            dumps(ev_payload), to_dt(ev_ns) if ev_ns else ts, meta, service, rid,
-                            trace, span_id, None, ev_name, None,
+                            ev_extra["dropped_attributes_count"] = ev.dropped_attributes_count
+                        if not ev_ns:
+                            ev_extra["time_unix_nano"] = 0
+                        append_event((
+                            new_id(), to_dt(ev_ns) if ev_ns else ts, ev_ns % 1000 if ev_ns else nanos,
+                            service, rid, scope_id, trace, sid, ev_name, name,
+                            dumps(event_attrs[ei] if fast else attrs_of(ev.attributes)),
+                            dumps(ev_extra) if ev_extra else None,
                         ))  # fmt: skip
-        if len(rows) > first:
+                        ei += 1
+        if len(spans_out) > first:
             resources[rid] = resource
 
     if fast:
         m.count_truncated(fast[2], fast[3])
     reasons = {_INVALID_IDS: rejected} if rejected else {}
     message = describe_rejections(reasons, "span", "spans")
-    return Mapped({SYSTEM_EVENTS: rows}, resources, items, rejected, message, reasons)
+    rows = {OTEL_SPANS: spans_out, OTEL_SPAN_EVENTS: events_out, OTEL_SCOPES: list(scopes.values())}
+    return Mapped(rows, resources, items, rejected, message, reasons)

@@ -1,4 +1,4 @@
-"""system_events rows of spans and logs → user_analytics rows, for those that name a user.
+"""otel_spans and otel_logs rows → user_analytics rows, for those that name a user.
 
 A span or log record whose attributes carry `enduser.id` (else `user.id`) gives one row:
 
@@ -13,7 +13,7 @@ A span or log record whose attributes carry `enduser.id` (else `user.id`) gives 
 | `metadata` | `{"signal": "span"\\|"log", "service", "trace_id", "span_id"}` (ids as lowercase hex, when present) |
 
 Span events and otelpg's own events are not user actions and are skipped. Reading the
-attributes means parsing the row's payload JSON, so rows are first screened with a substring
+attributes means parsing the row's attributes JSON, so rows are first screened with a substring
 test on the JSON text: the common row without a user id costs one `in`.
 """
 
@@ -27,13 +27,11 @@ from typing import Any
 import orjson
 
 from exporters.postgres.mapping.common import json_dumps, key_text
-from exporters.postgres.schema import SE
+from exporters.postgres.schema import LOG, OTEL_LOGS, OTEL_SPANS, SPAN
 
 __all__ = ["hash_user_id", "user_analytics_rows"]
 
-_SCREEN = 'user.id"'  # matches the keys "enduser.id" and "user.id" in the payload JSON
-_SKIPPED_TYPES = frozenset({"span_event"})
-_OWN_SOURCE = "otelpg"
+_SCREEN = 'user.id"'  # matches the keys "enduser.id" and "user.id" in the attributes JSON
 
 
 def hash_user_id(key: bytes) -> Callable[[str], str]:
@@ -55,22 +53,28 @@ def _text(v: Any) -> str | None:
 
 
 def user_analytics_rows(
-    events: list[tuple], hash_id: Callable[[str], str] | None = None, truncated: dict[str, int] | None = None
+    events: list[tuple[str, tuple]],
+    hash_id: Callable[[str], str] | None = None,
+    truncated: dict[str, int] | None = None,
 ) -> list[tuple]:
-    """user_analytics rows (schema.USER_ANALYTICS_COLUMNS order) for the system_events rows
-    (schema.SYSTEM_EVENTS_COLUMNS order) of spans and logs that carry a user id."""
+    """user_analytics rows (schema.USER_ANALYTICS_COLUMNS order) for the (table, row) pairs of
+    otel_spans and otel_logs rows that carry a user id (rows of other tables are skipped)."""
     out: list[tuple] = []
     screen = _SCREEN
     loads = orjson.loads
-    for r in events:
-        payload = r[SE.PAYLOAD]
-        if screen not in payload:
+    for table, r in events:
+        at: Any
+        if table == OTEL_SPANS:
+            at = SPAN
+        elif table == OTEL_LOGS:
+            at = LOG
+        else:
             continue
-        event_type = r[SE.EVENT_TYPE]
-        if event_type in _SKIPPED_TYPES or (r[SE.SOURCE] == _OWN_SOURCE and r[SE.RESOURCE_ID] is None):
+        attributes = r[at.ATTRIBUTES]
+        if screen not in attributes:
             continue
         try:
-            attrs = loads(payload).get("attributes")
+            attrs = loads(attributes)
         except orjson.JSONDecodeError:
             continue
         if not isinstance(attrs, dict):
@@ -79,18 +83,18 @@ def user_analytics_rows(
         if user is None:
             continue  # the screen matched something else, e.g. inside a value
         user = hash_id(user) if hash_id is not None else key_text(user, truncated)  # user_id is indexed
-        is_span = event_type == "span"
-        service = r[SE.SERVICE_NAME]
+        is_span = at is SPAN
+        service = r[at.SERVICE_NAME]
         meta: dict[str, Any] = {"signal": "span" if is_span else "log", "service": service}
-        trace_id = r[SE.TRACE_ID]
+        trace_id = r[at.TRACE_ID]
         if trace_id is not None:
             meta["trace_id"] = trace_id.hex
-        span_id = r[SE.SPAN_ID]
+        span_id = r[at.SPAN_ID]
         if span_id is not None:
-            meta["span_id"] = span_id
+            meta["span_id"] = span_id.hex()
         out.append((
-            r[SE.ID], user, (r[SE.NAME] or event_type) if is_span else event_type,
+            r[at.ID], user, (r[SPAN.NAME] or "span") if is_span else r[LOG.EVENT_TYPE],
             _text(attrs.get("url.path")) or _text(attrs.get("http.route")),
-            _text(attrs.get("session.id")), r[SE.TIMESTAMP], json_dumps(meta), service,
+            _text(attrs.get("session.id")), r[at.TIMESTAMP], json_dumps(meta), service,
         ))  # fmt: skip
     return out

@@ -114,7 +114,7 @@ def test_wire_forms_needing_protobuf_rules_take_the_python_path(value):
     request = ExportTraceServiceRequest.FromString(raw)  # protobuf accepts all of these
     assert _fast.span_attributes(raw, 1024, 65536) is None
     (fast, _), (slow, _) = both(map_traces, request, raw=raw)
-    assert fast == slow and fast[0]["system_events"]
+    assert fast == slow and fast[0]["otel_spans"]
 
 
 def test_kv_and_body_edge_values_match():

@@ -16,7 +16,16 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from exporters.postgres.mapping import map_logs, map_metrics, map_traces
-from exporters.postgres.schema import PERFORMANCE_METRICS_COLUMNS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import (
+    OTEL_LOGS,
+    OTEL_LOGS_COLUMNS,
+    OTEL_SPAN_EVENTS,
+    OTEL_SPAN_EVENTS_COLUMNS,
+    OTEL_SPANS,
+    OTEL_SPANS_COLUMNS,
+    PERFORMANCE_METRICS_COLUMNS,
+)
+from tests.system_events_view import system_events_rows
 
 from .builders import RECEIVED_NS, anyv, kvs, resource
 
@@ -31,8 +40,10 @@ tree = st.recursive(leaf, lambda c: st.one_of(st.lists(c, max_size=3), st.dictio
 attrs = st.dictionaries(texts, tree, max_size=4).map(kvs)
 res = st.dictionaries(st.sampled_from(["service.name", "host.name", "x"]), tree, max_size=3).map(resource)
 
-JSON_COLUMNS = {"payload", "metadata", "tags", "exemplars", "details"}
-BIGINT_COLUMNS = {"resource_id", "count"}
+JSON_COLUMNS = {"payload", "metadata", "tags", "exemplars", "details", "attributes", "extra", "body_value"}
+BIGINT_COLUMNS = {"count", "resource_id", "scope_id", "duration_ns", "observed_time_unix_nano"}
+SMALLINT_COLUMNS = {"kind", "status_code", "severity_number", "nanos"}
+INTEGER_COLUMNS = {"flags"}
 
 
 def check(rows: list[tuple], columns: tuple[str, ...]) -> None:
@@ -48,14 +59,18 @@ def check(rows: list[tuple], columns: tuple[str, ...]) -> None:
                 assert isinstance(value, datetime) and value.tzinfo is not None
             elif col in BIGINT_COLUMNS and value is not None:
                 assert -(2**63) <= value < 2**63
+            elif col in SMALLINT_COLUMNS:
+                assert -(2**15) <= value < 2**15, col
+            elif col in INTEGER_COLUMNS and value is not None:
+                assert -(2**31) <= value < 2**31, col
             elif col == "bucket_counts" and value is not None:
                 assert all(0 <= c < 2**63 for c in value)
 
 
 spans = st.builds(
-    Span, trace_id=ids, span_id=ids, parent_span_id=ids, name=texts, kind=st.integers(0, 7),
+    Span, trace_id=ids, span_id=ids, parent_span_id=ids, name=texts, kind=st.integers(-(2**31), 2**31 - 1),
     start_time_unix_nano=u64, end_time_unix_nano=u64, attributes=attrs, trace_state=texts, flags=u32,
-    status=st.builds(Status, code=st.integers(0, 3), message=texts),
+    status=st.builds(Status, code=st.integers(-(2**31), 2**31 - 1), message=texts),
     events=st.lists(st.builds(Span.Event, time_unix_nano=u64, name=texts, attributes=attrs), max_size=2),
     links=st.lists(st.builds(Span.Link, trace_id=ids, span_id=ids, attributes=attrs), max_size=2),
 )  # fmt: skip
@@ -68,13 +83,15 @@ def test_traces_never_raise(resource_, spans_):
         resource_spans=[ResourceSpans(resource=resource_, scope_spans=[ScopeSpans(spans=spans_)])]
     )
     mapped = map_traces(req, RECEIVED_NS)
-    check(mapped.rows["system_events"], SYSTEM_EVENTS_COLUMNS)
-    stored_spans = sum(1 for r in mapped.rows["system_events"] if r[1] == "span")
+    check(mapped.rows[OTEL_SPANS], OTEL_SPANS_COLUMNS)
+    check(mapped.rows[OTEL_SPAN_EVENTS], OTEL_SPAN_EVENTS_COLUMNS)
+    system_events_rows(mapped)  # the view's rows can be built from them
+    stored_spans = len(mapped.rows[OTEL_SPANS])
     assert stored_spans + mapped.rejected == mapped.items == len(spans_)
 
 
 logs = st.builds(
-    LogRecord, time_unix_nano=u64, observed_time_unix_nano=u64, severity_number=st.integers(0, 30),
+    LogRecord, time_unix_nano=u64, observed_time_unix_nano=u64, severity_number=st.integers(-(2**31), 2**31 - 1),
     severity_text=texts, body=tree.map(anyv), attributes=attrs, flags=u32, trace_id=ids, span_id=ids,
 )  # fmt: skip
 
@@ -86,8 +103,9 @@ def test_logs_never_raise(resource_, records):
         resource_logs=[ResourceLogs(resource=resource_, scope_logs=[ScopeLogs(log_records=records)])]
     )
     mapped = map_logs(req, RECEIVED_NS)
-    check(mapped.rows["system_events"], SYSTEM_EVENTS_COLUMNS)
-    assert len(mapped.rows["system_events"]) + mapped.rejected == mapped.items == len(records)
+    check(mapped.rows[OTEL_LOGS], OTEL_LOGS_COLUMNS)
+    system_events_rows(mapped)
+    assert len(mapped.rows[OTEL_LOGS]) + mapped.rejected == mapped.items == len(records)
 
 
 floats = st.floats()

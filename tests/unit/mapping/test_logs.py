@@ -11,7 +11,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from exporters.postgres.mapping import Mapped, map_logs
 from exporters.postgres.mapping.common import Mapper
 from exporters.postgres.mapping.logs import severity
-from exporters.postgres.schema import SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import OTEL_LOGS, OTEL_SCOPES
+from tests.system_events_view import system_events_dicts
 
 from .builders import RECEIVED_NS, T0, Ids, anyv, kvs, loads, resource
 
@@ -29,7 +30,8 @@ def request(records, res=None, scope=None, schema_url="") -> ExportLogsServiceRe
 
 
 def rows(mapped: Mapped) -> list[dict]:
-    return [dict(zip(SYSTEM_EVENTS_COLUMNS, r, strict=True)) for r in mapped.rows[SYSTEM_EVENTS]]
+    """The rows as the system_events view shows them."""
+    return system_events_dicts(mapped)
 
 
 def one(record: LogRecord, **kw) -> dict:
@@ -195,4 +197,4 @@ def test_unknown_service_and_resources():
 
 
 def test_empty_request():
-    assert map_logs(ExportLogsServiceRequest(), RECEIVED_NS) == Mapped({SYSTEM_EVENTS: []}, {}, 0, 0, "")
+    assert map_logs(ExportLogsServiceRequest(), RECEIVED_NS) == Mapped({OTEL_LOGS: [], OTEL_SCOPES: []}, {}, 0, 0, "")

@@ -9,7 +9,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from exporters.postgres.mapping import Mapped, map_traces
 from exporters.postgres.mapping.common import Mapper
-from exporters.postgres.schema import SYSTEM_EVENTS, SYSTEM_EVENTS_COLUMNS
+from exporters.postgres.schema import OTEL_SCOPES, OTEL_SPAN_EVENTS, OTEL_SPANS
+from tests.system_events_view import system_events_dicts
 
 from .builders import RECEIVED_NS, T0, Ids, kvs, loads, resource
 
@@ -33,7 +34,8 @@ def span(**kw) -> Span:
 
 
 def rows(mapped: Mapped) -> list[dict]:
-    return [dict(zip(SYSTEM_EVENTS_COLUMNS, r, strict=True)) for r in mapped.rows[SYSTEM_EVENTS]]
+    """The rows as the system_events view shows them."""
+    return system_events_dicts(mapped)
 
 
 def test_span_golden():
@@ -173,14 +175,14 @@ def test_invalid_ids_are_rejected_and_the_rest_is_stored():
 
 def test_everything_rejected_yields_no_rows_and_no_resource():
     mapped = map_traces(request([span(trace_id=bytes(16))]), RECEIVED_NS)
-    assert mapped.rows == {SYSTEM_EVENTS: []}
+    assert mapped.rows[OTEL_SPANS] == [] and mapped.rows[OTEL_SPAN_EVENTS] == []
     assert mapped.resources == {}
     assert (mapped.items, mapped.rejected) == (1, 1)
 
 
 def test_empty_request():
     mapped = map_traces(ExportTraceServiceRequest(), RECEIVED_NS)
-    assert mapped == Mapped({SYSTEM_EVENTS: []}, {}, 0, 0, "")
+    assert mapped == Mapped({OTEL_SPANS: [], OTEL_SPAN_EVENTS: [], OTEL_SCOPES: []}, {}, 0, 0, "")
 
 
 def test_start_zero_falls_back_to_received_time_and_has_no_duration():
@@ -227,7 +229,7 @@ def test_nul_bytes_are_replaced_everywhere():
 def test_ids_are_distinct_with_the_default_generator():
     spans = [span(span_id=i.to_bytes(8, "big"), events=[Span.Event(name="e")] * 3) for i in range(1, 201)]
     mapped = map_traces(request(spans), RECEIVED_NS)
-    ids = [r[0] for r in mapped.rows[SYSTEM_EVENTS]]
+    ids = [r[0] for r in mapped.rows[OTEL_SPANS] + mapped.rows[OTEL_SPAN_EVENTS]]
     assert len(ids) == 800
     assert len(set(ids)) == 800
     assert all(hasattr(i, "bytes") and len(i.bytes) == 16 for i in ids)

@@ -1,4 +1,4 @@
-"""user_analytics rows derived from system_events rows: which rows give one, and how user ids are kept."""
+"""user_analytics rows derived from span and log rows: which rows give one, and how user ids are kept."""
 
 from __future__ import annotations
 
@@ -7,22 +7,30 @@ import json
 
 from exporters.postgres.mapping.common import KEY_MAX_BYTES
 from exporters.postgres.mapping.user_analytics import hash_user_id, user_analytics_rows
-from exporters.postgres.schema import SYSTEM_EVENTS_COLUMNS, USER_ANALYTICS_COLUMNS
+from exporters.postgres.schema import (
+    OTEL_LOGS,
+    OTEL_LOGS_COLUMNS,
+    OTEL_SPAN_EVENTS,
+    OTEL_SPANS,
+    OTEL_SPANS_COLUMNS,
+    USER_ANALYTICS_COLUMNS,
+)
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def event(attributes: dict, event_type: str = "span", name: str = "GET /") -> tuple:
+def event(attributes: dict, event_type: str = "span", name: str = "GET /") -> tuple[str, tuple]:
+    """A (table, row) pair: a span row, or a log row whose event type is `event_type`."""
+    table, columns = (OTEL_SPANS, OTEL_SPANS_COLUMNS) if event_type == "span" else (OTEL_LOGS, OTEL_LOGS_COLUMNS)
     values = {
         "id": 1,
         "event_type": event_type,
         "name": name,
-        "source": "svc",
         "service_name": "svc",
         "timestamp": T0,
-        "payload": json.dumps({"attributes": attributes}),
+        "attributes": json.dumps(attributes),
     }
-    return tuple(values.get(c) for c in SYSTEM_EVENTS_COLUMNS)
+    return table, tuple(values.get(c) for c in columns)
 
 
 def named(rows: list[tuple]) -> list[dict]:
@@ -36,6 +44,7 @@ def test_only_rows_with_a_user_id_give_a_row():
             event({"user.id": 7}, event_type="log"),
             event({"other": "user.id\""}),
             event({"http.route": "/b"}),
+            (OTEL_SPAN_EVENTS, ()),  # not a user action: skipped unread
         ])
     )  # fmt: skip
     assert [r["user_id"] for r in rows] == ["u1", "7"]
