@@ -399,7 +399,15 @@ def dashboard(
 # 1. Services overview ------------------------------------------------------------------------------
 
 _SPANS = "event_type = 'span' AND service_name IN ($service)"
-_REQUESTS_RAW = f"{_SPANS} AND payload->>'kind' IN {REQUEST_KINDS}"
+# Raw-tier request panels read otel_spans' typed columns (kind 2 = server, 5 = consumer; status_code
+# 2 = error) rather than the system_events view, which would rebuild every span's payload to filter it.
+_REQUESTS_RAW = "service_name IN ($service) AND kind IN (2, 5)"
+_DURATION_MS = "duration_ns / 1e6"
+_IS_ERROR = "status_code = 2"
+_KIND_NAME = (
+    "coalesce((ARRAY['SPAN_KIND_UNSPECIFIED', 'SPAN_KIND_INTERNAL', 'SPAN_KIND_SERVER', 'SPAN_KIND_CLIENT', "
+    "'SPAN_KIND_PRODUCER', 'SPAN_KIND_CONSUMER'])[kind + 1], kind::text)"
+)
 _SPAN_ROLLUP = f"metric_name = '{SPAN_DURATION}' AND service_name IN ($service)"
 _REQUESTS_ROLLUP = f"{_SPAN_ROLLUP} AND tags->>'span.kind' IN {REQUEST_KINDS}"
 
@@ -409,7 +417,7 @@ def services_overview() -> dict:
         f"""
         SELECT $__timeGroupAlias(timestamp, $__interval), service_name AS metric,
                count(*) / ($__interval_ms / 1000.0) AS "requests/s"
-        FROM system_events
+        FROM otel_spans
         WHERE $__timeFilter(timestamp) AND {_REQUESTS_RAW}
           AND @GUARD@
         GROUP BY 1, 2
@@ -427,8 +435,8 @@ def services_overview() -> dict:
     error_rate = tiered(
         f"""
         SELECT $__timeGroupAlias(timestamp, $__interval), service_name AS metric,
-               100.0 * count(*) FILTER (WHERE severity = 'error') / count(*) AS "error %"
-        FROM system_events
+               100.0 * count(*) FILTER (WHERE {_IS_ERROR}) / count(*) AS "error %"
+        FROM otel_spans
         WHERE $__timeFilter(timestamp) AND {_REQUESTS_RAW}
           AND @GUARD@
         GROUP BY 1, 2
@@ -449,9 +457,9 @@ def services_overview() -> dict:
         SELECT "time", service_name, q[1] AS p50, q[2] AS p95, q[3] AS p99
         FROM (
           SELECT $__timeGroupAlias(timestamp, $__interval), service_name,
-                 percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS q
-          FROM system_events
-          WHERE $__timeFilter(timestamp) AND {_REQUESTS_RAW} AND duration_ms IS NOT NULL
+                 percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {_DURATION_MS}) AS q
+          FROM otel_spans
+          WHERE $__timeFilter(timestamp) AND {_REQUESTS_RAW} AND duration_ns IS NOT NULL
             AND @GUARD@
           GROUP BY 1, 2
         ) s
@@ -479,7 +487,7 @@ def services_overview() -> dict:
         return tiered(
             f"""
             SELECT {raw_expr} AS "{alias}"
-            FROM system_events
+            FROM otel_spans
             WHERE $__timeFilter(timestamp) AND {_REQUESTS_RAW}{extra_raw}
               AND @GUARD@
             HAVING @GUARD@
@@ -496,35 +504,35 @@ def services_overview() -> dict:
     seconds = "extract(epoch from " + RANGE + ")"
     stat_rate = whole_range(f"count(*) / {seconds}", f"sum(sample_count) / {seconds}", "requests/s")
     stat_errors = whole_range(
-        "100.0 * count(*) FILTER (WHERE severity = 'error') / nullif(count(*), 0)",
+        f"100.0 * count(*) FILTER (WHERE {_IS_ERROR}) / nullif(count(*), 0)",
         "100.0 * coalesce(sum(sample_count) FILTER (WHERE tags->>'status.code' = 'STATUS_CODE_ERROR'), 0)"
         " / nullif(sum(sample_count), 0)",
         "error %",
     )
     stat_p95 = whole_range(
-        "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)",
+        f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {_DURATION_MS})",
         "1000 * otelpg_histogram_quantile(0.95, max(bucket_bounds), otelpg_sum_buckets(bucket_counts))",
         "p95 ms",
-        " AND duration_ms IS NOT NULL",
+        " AND duration_ns IS NOT NULL",
     )
     stat_p99 = whole_range(
-        "percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)",
+        f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {_DURATION_MS})",
         "1000 * otelpg_histogram_quantile(0.99, max(bucket_bounds), otelpg_sum_buckets(bucket_counts))",
         "p99 ms",
-        " AND duration_ms IS NOT NULL",
+        " AND duration_ns IS NOT NULL",
     )
 
     operations = tiered(
         f"""
-        SELECT service_name AS service, name AS operation, payload->>'kind' AS kind,
+        SELECT service_name AS service, name AS operation, {_KIND_NAME} AS kind,
                count(*) AS calls,
                count(*) / extract(epoch from {RANGE}) AS "calls/s",
-               100.0 * count(*) FILTER (WHERE severity = 'error') / count(*) AS "error %",
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS "p50 ms",
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS "p95 ms",
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS "p99 ms"
-        FROM system_events
-        WHERE $__timeFilter(timestamp) AND {_SPANS}
+               100.0 * count(*) FILTER (WHERE {_IS_ERROR}) / count(*) AS "error %",
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY {_DURATION_MS}) AS "p50 ms",
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY {_DURATION_MS}) AS "p95 ms",
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY {_DURATION_MS}) AS "p99 ms"
+        FROM otel_spans
+        WHERE $__timeFilter(timestamp) AND service_name IN ($service)
           AND @GUARD@
         GROUP BY 1, 2, 3
         """,
