@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from hashlib import blake2b
 
 import asyncpg
 import orjson
 
-from exporters.postgres.mapping.common import json_dumps_sorted
+from exporters.postgres.mapping.common import json_dumps_sorted, scope_id
 from exporters.postgres.schema import OTEL_LOGS, OTEL_SCOPES, OTEL_SPAN_EVENTS, OTEL_SPANS, OTELPG_EVENTS
 
 log = logging.getLogger("otelpg.legacy")
@@ -138,12 +137,6 @@ class Conversion:
         return self.spans + self.span_events + self.logs
 
 
-def scope_id(metadata: str) -> int:
-    """The scope_id the mapping gives a scope with this metadata (Mapper.scope_row)."""
-    canonical = json_dumps_sorted(orjson.loads(metadata))
-    return int.from_bytes(blake2b(canonical.encode(), digest_size=8).digest(), "big", signed=True)
-
-
 async def _has_legacy_rows(conn: asyncpg.Connection, part: str) -> bool:
     return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {_ident(part)} WHERE {_LEGACY})"))
 
@@ -166,7 +159,8 @@ async def convert_partition(conn: asyncpg.Connection, part: str) -> tuple[int, i
                 continue
             meta = orjson.loads(m)
             info = meta.get("scope") or {}
-            scopes.append((scope_id(m), info.get("name") or None, info.get("version") or None, json_dumps_sorted(meta)))
+            canonical = json_dumps_sorted(meta)  # what the mapping hashes: the same scope, the same id
+            scopes.append((scope_id(canonical), info.get("name") or None, info.get("version") or None, canonical))
         if scopes:
             await conn.executemany(
                 f"INSERT INTO {OTEL_SCOPES} (scope_id, name, version, metadata) VALUES ($1, $2, $3, $4::jsonb) "

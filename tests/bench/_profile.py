@@ -18,7 +18,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mapping: attributes/AnyValue -> dict", ("attributes (exporters/", "any_value (exporters/", "_link (exporters/")),
     ("mapping: ids (uuid7, UUID, hex)", ("uuid7", "trace_uuid", "uuid_utils")),
     ("mapping: timestamps (to_datetime)", ("to_datetime",)),
-    ("mapping: resources/scopes", ("resource_row", "scope_metadata", "scope_info", "json_dumps_sorted")),
+    ("mapping: resources/scopes", ("resource_row", "scope_row", "scope_info", "json_dumps_sorted")),
     ("mapping: row building (map_* body)", ("exporters/postgres/mapping/",)),
     ("protobuf decode (ParseFromString)", ("_decode_protobuf", "decode_request", "ParseFromString")),
     ("receiver: item count, response encode", ("receivers/signals.py", "encode_message", "SerializeToString")),

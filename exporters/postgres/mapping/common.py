@@ -378,25 +378,14 @@ class Mapper:
         row = None
         if meta:
             canonical = json_dumps_sorted(meta)
-            digest = blake2b(canonical.encode(), digest_size=8).digest()
             name, version = info.get("name"), info.get("version")
-            row = (int.from_bytes(digest, "big", signed=True), text(name) if name else None,
+            row = (scope_id(canonical), text(name) if name else None,
                    text(version) if version else None, canonical)  # fmt: skip
         if len(key[0]) <= MEMO_KEY_MAX_BYTES:
             if len(memo) >= RESOURCE_MEMO_MAX:
                 memo.clear()
             memo[key] = row
         return row
-
-    def scope_metadata(self, scope: Any, schema_url: str) -> str:
-        """system_events.metadata for every row of one ScopeSpans/ScopeLogs: {scope, schema_url}."""
-        meta: dict[str, Any] = {}
-        info = self.scope_info(scope)
-        if info:
-            meta["scope"] = info
-        if schema_url:
-            meta["schema_url"] = schema_url
-        return json_dumps(meta)
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -439,6 +428,11 @@ uuid.UUID(bytes=b), and what asyncpg's COPY encoder writes fastest)."""
 
 RESOURCE_MEMO_MAX = 1024  # resource rows a Mapper memoises
 MEMO_KEY_MAX_BYTES = 16 * 1024  # resources larger than this are not memoised: memos stay bounded in bytes
+
+
+def scope_id(canonical_metadata: str) -> int:
+    """otel_scopes.scope_id: blake2b-64 (signed) of a scope's metadata as canonical JSON."""
+    return int.from_bytes(blake2b(canonical_metadata.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def json_dumps_sorted(obj: Any) -> str:
