@@ -91,6 +91,13 @@ def describe_rejections(reasons: dict[str, int], singular: str, plural: str) -> 
     return rejection_message(total, singular, plural, why)
 
 
+# Column types' ranges: OTLP values beyond them (enums are int32, flags fixed32, times uint64) are
+# kept exactly in the row's `extra` JSON and the column gets 0 / NULL.
+SMALLINT_MAX = 2**15 - 1
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
+
 def rows_memory(table: str, rows: list[tuple]) -> int:
     """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON and other
     unbounded columns), for admission control."""
@@ -341,10 +348,7 @@ class Mapper:
         service = attrs.get("service.name")
         service = self.key_text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE
         row = (int.from_bytes(digest, "big", signed=True), service, canonical, text(schema_url) or None)
-        if len(key[0]) <= MEMO_KEY_MAX_BYTES:
-            if len(memo) >= RESOURCE_MEMO_MAX:
-                memo.clear()
-            memo[key] = row
+        _remember(memo, key, row)
         return row
 
     def scope_info(self, scope: Any) -> dict[str, Any]:
@@ -381,10 +385,7 @@ class Mapper:
             name, version = info.get("name"), info.get("version")
             row = (scope_id(canonical), text(name) if name else None,
                    text(version) if version else None, canonical)  # fmt: skip
-        if len(key[0]) <= MEMO_KEY_MAX_BYTES:
-            if len(memo) >= RESOURCE_MEMO_MAX:
-                memo.clear()
-            memo[key] = row
+        _remember(memo, key, row)
         return row
 
 
@@ -428,6 +429,14 @@ uuid.UUID(bytes=b), and what asyncpg's COPY encoder writes fastest)."""
 
 RESOURCE_MEMO_MAX = 1024  # resource rows a Mapper memoises
 MEMO_KEY_MAX_BYTES = 16 * 1024  # resources larger than this are not memoised: memos stay bounded in bytes
+
+
+def _remember(memo: dict[tuple[bytes, str], Any], key: tuple[bytes, str], row: Any) -> None:
+    """Memoise a resource or scope row: small keys only, at most RESOURCE_MEMO_MAX of them."""
+    if len(key[0]) <= MEMO_KEY_MAX_BYTES:
+        if len(memo) >= RESOURCE_MEMO_MAX:
+            memo.clear()
+        memo[key] = row
 
 
 def scope_id(canonical_metadata: str) -> int:

@@ -10,6 +10,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from uuid_utils import uuid7
 
 from exporters.postgres.mapping.common import (
+    BIGINT_MAX,
+    INT_MAX,
+    SMALLINT_MAX,
     ZERO_SPAN_ID,
     ZERO_TRACE_ID,
     Mapped,
@@ -41,9 +44,6 @@ SEVERITY_BY_TEXT: dict[str, str] = {
 
 # otel_logs.severity: the first letter of the severity (a "char", which asyncpg takes as bytes).
 SEVERITY_LETTER = {"trace": b"t", "debug": b"d", "info": b"i", "warn": b"w", "error": b"e", "fatal": b"f"}
-SMALLINT_MAX = 32767  # enum values beyond a SMALLINT column are kept exactly in `extra`
-INT_MAX = 2**31 - 1  # flags (fixed32) beyond an INTEGER column too
-BIGINT_MAX = 2**63 - 1  # observed times (uint64) beyond a BIGINT too
 
 _HAS_EVENT_NAME = "event_name" in LogRecord.DESCRIPTOR.fields_by_name
 _INVALID_IDS = "invalid trace_id or span_id"

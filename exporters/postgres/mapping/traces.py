@@ -10,6 +10,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from uuid_utils import uuid7
 
 from exporters.postgres.mapping.common import (
+    BIGINT_MAX,
+    INT_MAX,
+    SMALLINT_MAX,
     ZERO_SPAN_ID,
     ZERO_TRACE_ID,
     Mapped,
@@ -23,9 +26,6 @@ from exporters.postgres.mapping.common import (
 from exporters.postgres.schema import OTEL_SCOPES, OTEL_SPAN_EVENTS, OTEL_SPANS
 
 _INVALID_IDS = "invalid trace_id, span_id or parent_span_id"
-SMALLINT_MAX = 32767  # kind or status codes beyond a SMALLINT column are kept exactly in `extra`
-INT_MAX = 2**31 - 1  # flags (fixed32) beyond an INTEGER column too
-BIGINT_MAX = 2**63 - 1  # durations beyond a BIGINT: the exact end is kept in `extra`
 
 
 def _link(link: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -44,26 +44,51 @@ def _link(link: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, A
 
 
 def _extra(
-    sp: Any, attrs_of: Callable[[Any], dict[str, Any]], start: int, end: int, duration: int | None
-) -> dict[str, Any]:
-    """What of a span has no column: links, trace_state, dropped counts, and the exact start and
-    end times when `timestamp`, `nanos` and `duration_ns` can't give them."""
+    sp: Any,
+    attrs_of: Callable[[Any], dict[str, Any]],
+    start: int,
+    end: int,
+    duration: int | None,
+    kind: int,
+    code: int,
+    flags: int,
+) -> dict[str, Any] | None:
+    """What of a span has no column, None for most spans: links, trace_state, dropped counts, the
+    exact start and end times when `timestamp`, `nanos` and `duration_ns` can't give them, and
+    kind, status and flags beyond their columns' range (the columns then get 0)."""
+    links, trace_state = sp.links, sp.trace_state
+    dropped_attributes, dropped_events, dropped_links = (
+        sp.dropped_attributes_count, sp.dropped_events_count, sp.dropped_links_count
+    )  # fmt: skip
+    in_range = 0 <= kind <= SMALLINT_MAX and 0 <= code <= SMALLINT_MAX and flags <= INT_MAX
+    if not (
+        links or trace_state or duration is None or dropped_attributes or dropped_events or dropped_links
+        or not in_range
+    ):  # fmt: skip
+        return None
     extra: dict[str, Any] = {}
-    if sp.links:
-        extra["links"] = [_link(link, attrs_of) for link in sp.links]
-    if sp.trace_state:
-        extra["trace_state"] = sp.trace_state
-    if sp.dropped_attributes_count:
-        extra["dropped_attributes_count"] = sp.dropped_attributes_count
-    if sp.dropped_events_count:
-        extra["dropped_events_count"] = sp.dropped_events_count
-    if sp.dropped_links_count:
-        extra["dropped_links_count"] = sp.dropped_links_count
+    if links:
+        extra["links"] = [_link(link, attrs_of) for link in links]
+    if trace_state:
+        extra["trace_state"] = trace_state
+    if dropped_attributes:
+        extra["dropped_attributes_count"] = dropped_attributes
+    if dropped_events:
+        extra["dropped_events_count"] = dropped_events
+    if dropped_links:
+        extra["dropped_links_count"] = dropped_links
     if not start:
         extra["start_time_unix_nano"] = 0
         extra["end_time_unix_nano"] = end
     elif duration is None:
         extra["end_time_unix_nano"] = end
+    if not 0 <= kind <= SMALLINT_MAX:
+        extra["kind"] = kind
+    if not 0 <= code <= SMALLINT_MAX:
+        message = sp.status.message
+        extra["status"] = {"code": code, "message": text(message)} if message else {"code": code}
+    if flags > INT_MAX:
+        extra["flags"] = flags
     return extra
 
 
@@ -153,18 +178,11 @@ def map_traces(
                 kind = sp.kind
                 code = status.code
                 flags = sp.flags
-                extra = _extra(sp, attrs_of, start, end, duration) if (
-                    sp.links or sp.trace_state or duration is None or sp.dropped_attributes_count
-                    or sp.dropped_events_count or sp.dropped_links_count
-                    or not 0 <= kind <= SMALLINT_MAX or not 0 <= code <= SMALLINT_MAX or flags > INT_MAX
-                ) else None  # fmt: skip
-                if extra is not None and flags > INT_MAX:
-                    extra["flags"], flags = flags, 0
-                if extra is not None and not 0 <= kind <= SMALLINT_MAX:
-                    extra["kind"], kind = kind, 0
-                if extra is not None and not 0 <= code <= SMALLINT_MAX:
-                    extra["status"] = {"code": code, "message": text(message)} if message else {"code": code}
-                    code = 0
+                extra = _extra(sp, attrs_of, start, end, duration, kind, code, flags)
+                if extra is not None:  # what it keeps exactly, the columns hold as 0
+                    kind = 0 if "kind" in extra else kind
+                    code = 0 if "status" in extra else code
+                    flags = 0 if "flags" in extra else flags
                 append((
                     new_id(), ts, nanos, service, rid, scope_id, trace, sid,
                     psid if psid and psid != z8 else None, name, kind, code,
