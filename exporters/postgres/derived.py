@@ -43,6 +43,7 @@ from exporters.postgres.schema import (
     TIMESTAMP_AT,
     USER_ANALYTICS,
     USER_ANALYTICS_COLUMNS,
+    row_service,
 )
 from exporters.postgres.writer import classify
 from sidecar.pipeline.component import HEALTHY, Health
@@ -223,7 +224,7 @@ class DerivedRows:
             await conn.copy_records_to_table(USER_ANALYTICS, records=rows, columns=USER_ANALYTICS_COLUMNS)
 
     def _failed(self, kind: str, events: list[Event], points: list[tuple], error: BaseException) -> None:
-        services = sorted({r[SERVICE_NAME_AT[t]] for t, r in events} | {r[PM.SERVICE_NAME] for r in points})
+        services = sorted({row_service(t, r) for t, r in events} | {r[PM.SERVICE_NAME] for r in points})
         self.failures[kind] = self.failures.get(kind, 0) + len(events) + len(points)
         self.last_failure = time.monotonic()
         detail = error.detail if isinstance(error, PermanentError) else f"{type(error).__name__}: {error}"
@@ -254,7 +255,7 @@ class DerivedRows:
         types = sorted({
             key
             for t, r in events
-            if seen.get(key := ("e", _EVENT_TYPE[t](r), r[SERVICE_NAME_AT[t]]), -1e18) < stale
+            if seen.get(key := ("e", _EVENT_TYPE[t](r), row_service(t, r)), -1e18) < stale
         })  # fmt: skip
         if metrics:
             await conn.execute(_UPSERT_METRIC_NAMES, *map(list, zip(*metrics, strict=True)))

@@ -215,6 +215,11 @@ class SPAN_EVENT(Positions, columns=OTEL_SPAN_EVENTS_COLUMNS):
     EXTRA: int
 
 
+# Span and span event rows hold the trace and span ids at the same places (read as one when
+# counting the spans of refused rows).
+assert (SPAN.TRACE_ID, SPAN.SPAN_ID) == (SPAN_EVENT.TRACE_ID, SPAN_EVENT.SPAN_ID)
+
+
 class LOG(Positions, columns=OTEL_LOGS_COLUMNS):
     """Positions in an otel_logs row."""
 
@@ -292,9 +297,8 @@ COPY_TABLES: dict[str, tuple[str, ...]] = {
     OTELPG_EVENTS: SYSTEM_EVENTS_COLUMNS,
     PERFORMANCE_METRICS: PERFORMANCE_METRICS_COLUMNS,
 }
-# Lookup rows that mapped requests carry like table rows, but that are upserted (many requests
-# repeat them), not COPied: table -> its key column.
-UPSERT_TABLES: dict[str, str] = {OTEL_SCOPES: "scope_id"}
+# Every table a mapped request carries rows for: the COPied ones, and otel_scopes, whose rows the
+# writer upserts (many requests repeat them).
 ROW_TABLES: dict[str, tuple[str, ...]] = {**COPY_TABLES, OTEL_SCOPES: OTEL_SCOPES_COLUMNS}
 
 # The position of service_name and timestamp in the rows of each table that has them.
@@ -318,12 +322,16 @@ def row_service(table: str, row: tuple) -> str:
 
 def row_name(table: str, row: tuple) -> str:
     """What names a row in messages: the span or event name, the log's event type, the metric name."""
-    if table in (OTEL_SPANS, OTEL_SPAN_EVENTS):
-        return row[COPY_TABLES[table].index("name")] or "span"
+    if table == OTEL_SPANS:
+        return row[SPAN.NAME] or "span"
+    if table == OTEL_SPAN_EVENTS:
+        return row[SPAN_EVENT.NAME]
     if table == PERFORMANCE_METRICS:
-        return row[1]
-    if table in (OTEL_LOGS, OTELPG_EVENTS):
-        return row[COPY_TABLES[table].index("event_type")]
+        return row[PM.METRIC_NAME]
+    if table == OTEL_LOGS:
+        return row[LOG.EVENT_TYPE]
+    if table == OTELPG_EVENTS:
+        return row[SE.NAME] or row[SE.EVENT_TYPE]
     return table
 
 

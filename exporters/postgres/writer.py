@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 
@@ -41,6 +41,25 @@ _UPSERT_SCOPES = f"""
 _PERMANENT_CLASSES = ("22", "23", "42", "54")
 _KNOWN_RESOURCES_MAX = 100_000
 _CLASS_NAMES = {"22": "a value it can't take", "23": "a constraint", "42": "otelpg's schema", "54": "a size limit"}
+
+
+class _Upserted:
+    """Keys of the lookup rows (resources, scopes) upserted since start, whose rows are skipped
+    next time. Bounded: forgetting costs one idempotent upsert."""
+
+    def __init__(self) -> None:
+        self._keys: set[int] = set()
+
+    def new(self, rows: Iterable[tuple]) -> list[tuple]:
+        """The rows (key first) not upserted yet, once each, sorted by key: concurrent writers
+        lock them in the same order (no deadlock)."""
+        keys = self._keys
+        return sorted({r[0]: r for r in rows if r[0] not in keys}.values())
+
+    def add(self, rows: list[tuple]) -> None:
+        if len(self._keys) > _KNOWN_RESOURCES_MAX:
+            self._keys.clear()
+        self._keys.update(r[0] for r in rows)
 
 
 def classify(error: BaseException) -> OtelpgError:
@@ -103,8 +122,8 @@ class Writer:
         self._copy_timeout = copy_timeout
         self._retry_delays = tuple(retry_delays)
         self._on_unavailable = on_unavailable
-        self._known_resources: set[int] = set()  # upserted since start: skip them next time
-        self._known_scopes: set[int] = set()
+        self._resources = _Upserted()
+        self._scopes = _Upserted()
         self.last_success = 0.0  # time.monotonic() of the last commit
 
     async def write(self, batch: Batch) -> None:
@@ -122,16 +141,12 @@ class Writer:
         `idempotent` (spool replay): rows whose key already exists are skipped, so replaying a
         segment twice adds nothing."""
         tables = groups[0] if len(groups) == 1 else merge_tables(groups)
-        # Sorted, so concurrent writers lock resource rows in the same order (no deadlock).
-        new_resources = sorted(r for rid, r in resources.items() if rid not in self._known_resources)
+        new_resources = self._resources.new(resources.values())
         # Scopes travel with the rows (a table of their own in `tables`): upserted, not COPied.
-        scopes = tables.get(OTEL_SCOPES)
-        if scopes:
-            known = self._known_scopes
+        new_scopes = []
+        if OTEL_SCOPES in tables:
+            new_scopes = self._scopes.new(tables[OTEL_SCOPES])
             tables = {t: rows for t, rows in tables.items() if t != OTEL_SCOPES}
-            new_scopes = sorted({r[0]: r for r in scopes if r[0] not in known}.values())
-        else:
-            new_scopes = []
         for attempt, delay in enumerate((*self._retry_delays, None)):
             started = time.perf_counter()
             try:
@@ -160,12 +175,8 @@ class Writer:
         self._telemetry.batch_rows.observe(nrows)
         for table, rows in tables.items():
             self._telemetry.sent_rows.labels(table).inc(len(rows))
-        if len(self._known_resources) > _KNOWN_RESOURCES_MAX:  # bounded: forgetting costs one idempotent upsert
-            self._known_resources.clear()
-        self._known_resources.update(r[0] for r in new_resources)
-        if len(self._known_scopes) > _KNOWN_RESOURCES_MAX:
-            self._known_scopes.clear()
-        self._known_scopes.update(r[0] for r in new_scopes)
+        self._resources.add(new_resources)
+        self._scopes.add(new_scopes)
 
     async def _transaction(
         self, tables: Tables, groups: list[Tables], resources: list[tuple], scopes: list[tuple], idempotent: bool
