@@ -29,6 +29,14 @@ setup(
         Extension(
             "exporters.postgres.mapping._fast",
             ["exporters/postgres/mapping/_fast.c"],
+            depends=["exporters/postgres/mapping/_wire.h"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
+        Extension(
+            "exporters.postgres.mapping._native",
+            ["exporters/postgres/mapping/_native.c"],
+            depends=["exporters/postgres/mapping/_wire.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

@@ -81,6 +81,11 @@ class App:
         self.telemetry = Telemetry(self.registry)
         limits = config.limits
         self.mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)  # the mapping thread's
+        # What the native encoder does with spans naming a user, and how many span errors per
+        # resource it keeps for agent_states: as the derived rows and agent_states are configured.
+        ua = config.user_analytics
+        self.mapper.user_rows = 0 if not ua.enabled else 2 if ua.hash_user_ids else 1
+        self.mapper.recent_errors = config.agent_states.error_log_size
         # The event loop's: agent_states, user_analytics and span-metric rows cut keys and values too.
         # Two mappers, so that each truncation count is written by one thread only.
         self.loop_mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from exporters.postgres.config import AgentStatesConfig
 from exporters.postgres.mapping.common import MEMO_KEY_MAX_BYTES, Mapper, json_dumps
@@ -40,6 +41,7 @@ from exporters.postgres.writer import classify
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import RetryableError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
+from sidecar.pipeline.span_metrics import TraceSummary
 
 __all__ = ["AgentTracker", "agent_identity"]
 
@@ -178,10 +180,14 @@ class AgentTracker:
     # ------------------------------------------------------------------ observing (sync, cheap)
 
     def _agent(self, resource: Any, schema_url: str, now: float) -> _Agent | None:
-        """The resource's instance, None when it is new and max_instances are tracked already."""
-        memo_key = (resource.SerializeToString(), schema_url)
+        """The resource's instance (a Resource, or a serialized one), None when it is new and
+        max_instances are tracked already."""
+        raw = resource if isinstance(resource, bytes) else resource.SerializeToString()
+        memo_key = (raw, schema_url)
         ident = self._identity.get(memo_key)
         if ident is None:
+            if isinstance(resource, bytes):
+                resource = Resource.FromString(resource)
             ident = agent_identity(resource, schema_url, self._mapper)
             if len(memo_key[0]) <= MEMO_KEY_MAX_BYTES:  # bounded in bytes too: huge resources aren't kept
                 if len(self._identity) >= _MEMO_MAX:
@@ -226,7 +232,9 @@ class AgentTracker:
     def observe(self, signal: Signal, request: Any, now: float | None = None) -> None:
         """Account for one durable OTLP export request of any signal."""
         now = self._clock() if now is None else now
-        if signal is TRACES:
+        if isinstance(request, TraceSummary):
+            self._observe_summary(request, now)
+        elif signal is TRACES:
             for rs in request.resource_spans:
                 agent = self._agent(rs.resource, rs.schema_url, now)
                 if agent is None:
@@ -283,6 +291,21 @@ class AgentTracker:
                         if kind is not None:
                             n += len(getattr(metric, kind).data_points)
                 self._count(agent, now, _POINTS, n, 0)
+
+    def _observe_summary(self, summary: TraceSummary, now: float) -> None:
+        """The native encoder's per-resource counts: what the TRACES branch of `observe` counts."""
+        for r in summary.resources:
+            agent = self._agent(r.resource, r.schema_url, now)
+            if agent is None:
+                continue
+            if r.current_task:
+                agent.current_task = r.current_task
+            for start, name, message, trace_id in r.recent_errors:
+                self._error(agent, {
+                    "time": _iso(start), "signal": "span", "name": name,
+                    "message": _short(message), "trace_id": trace_id.hex(),
+                })  # fmt: skip
+            self._count(agent, now, _SPANS, r.spans, r.errors)
 
     # ------------------------------------------------------------------ flushing
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from exporters.postgres.isolation import isolate, refused_rows
+from exporters.postgres.mapping.common import CopyRows, Tables
 from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import (
     BackpressureError,
@@ -35,7 +36,6 @@ from sidecar.pipeline.errors import (
 
 log = logging.getLogger("otelpg.batcher")
 
-Tables = dict[str, list[tuple]]  # table name -> row tuples (schema.py column order)
 RefusedRow = tuple[str, tuple, PermanentError]  # table, row, why PostgreSQL refused it
 # Transactions spent narrowing one request's refusal down to its rows: enough for a few bad rows
 # among thousands (~2·log2(n) each); past it the rows not yet narrowed down are refused with them.
@@ -51,6 +51,9 @@ class Request:
     nrows: int
     nbytes: int
     future: asyncio.Future[list[RefusedRow]]  # the rows PostgreSQL refused ([] when all are stored)
+    # The same rows as tuples, mapped again in Python (same ids), for narrowing a refusal down to
+    # rows when some of `rows` are encoded (CopyRows). Called in a thread, on that rare path only.
+    remap: Callable[[], Tables] | None = None
 
 
 @dataclass(slots=True)
@@ -75,14 +78,34 @@ class Batch:
         return merged
 
 
-def merge_tables(groups: list[Tables]) -> Tables:
-    """The rows of several requests, table by table, in order."""
-    merged: Tables = {}
+def merge_tables(groups: list[Tables]) -> dict[str, list[tuple]]:
+    """The row tuples of several requests, table by table, in order (encoded rows: see copy_plan)."""
+    merged: dict[str, list[tuple]] = {}
     for group in groups:
         for table, rows in group.items():
+            if isinstance(rows, CopyRows):
+                raise TypeError(f"encoded {table} rows where row tuples are needed")
             if rows:
                 merged.setdefault(table, []).extend(rows)
     return merged
+
+
+def copy_plan(groups: list[Tables]) -> list[tuple[str, list[tuple] | CopyRows]]:
+    """What to COPY for several requests: per table (in order of first appearance), their row
+    tuples merged and their encoded rows joined, each once when there are any."""
+    tuples: dict[str, list[tuple]] = {}
+    encoded: dict[str, list[CopyRows]] = {}
+    for group in groups:
+        for table, rows in group.items():
+            if not rows:
+                continue
+            if isinstance(rows, CopyRows):
+                encoded.setdefault(table, []).append(rows)
+            else:
+                tuples.setdefault(table, []).extend(rows)
+    plan: list[tuple[str, list[tuple] | CopyRows]] = list(tuples.items())
+    plan += [(table, CopyRows.join(parts)) for table, parts in encoded.items()]
+    return plan
 
 
 WriteFn = Callable[[Batch], Awaitable[None]]
@@ -146,7 +169,14 @@ class Batcher:
         return HEALTHY
 
     async def submit(
-        self, rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int, *, continuation: bool = False
+        self,
+        rows: Tables,
+        resources: dict[int, tuple],
+        nrows: int,
+        nbytes: int,
+        *,
+        continuation: bool = False,
+        remap: Callable[[], Tables] | None = None,
     ) -> list[RefusedRow]:
         """Queue a request's rows and return once they are committed: [], or the rows PostgreSQL
         refused for good (all the others are committed). Raises if they can't be written now.
@@ -161,7 +191,7 @@ class Batcher:
         ):
             raise BackpressureError("otelpg's write queue is full, retry later", retry_after=1)
         fut: asyncio.Future[list[RefusedRow]] = asyncio.get_running_loop().create_future()
-        self._open.add(Request(rows, resources, nrows, nbytes, fut))
+        self._open.add(Request(rows, resources, nrows, nbytes, fut, remap))
         self._queued_rows += nrows
         self._queued_bytes += nbytes
         self._wakeup.set()
@@ -216,11 +246,14 @@ class Batcher:
             await self._salvage(req, req_error)
 
     async def _salvage(self, req: Request, error: PermanentError) -> None:
-        async def write(part: Tables) -> OtelpgError | None:
+        async def write(part: dict[str, list[tuple]]) -> OtelpgError | None:
             nrows = sum(len(rows) for rows in part.values())
-            return await self._attempt(_single(Request(part, req.resources, nrows, 0, req.future)))
+            return await self._attempt(_single(Request(dict(part), req.resources, nrows, 0, req.future)))
 
-        found = await refused_rows(req.rows, write, error, max_writes=MAX_ROW_WRITES)
+        rows = req.rows
+        if req.remap is not None and any(isinstance(r, CopyRows) for r in rows.values()):
+            rows = await asyncio.to_thread(req.remap)
+        found = await refused_rows(merge_tables([rows]), write, error, max_writes=MAX_ROW_WRITES)
         if req.future.done():
             return
         if found.error is not None:  # rows not tried yet: the request isn't stored whole, it is retried

@@ -26,6 +26,7 @@ import asyncpg
 from exporters.postgres.batcher import Tables
 from exporters.postgres.config import RollupsConfig, UserAnalyticsConfig
 from exporters.postgres.hash_key import user_hash_key
+from exporters.postgres.mapping.common import CopyRows
 from exporters.postgres.mapping.user_analytics import hash_user_id, user_analytics_rows
 from exporters.postgres.rollups import Rollups
 from exporters.postgres.schema import (
@@ -109,6 +110,10 @@ async def _new_events(conn: asyncpg.Connection, events: list[list[Event]]) -> li
     return [[(t, r) for t, r in group if r[0] in new] for group in events]
 
 
+def _tuples(rows: list[tuple] | CopyRows | None) -> list[tuple]:
+    return rows if isinstance(rows, list) else []
+
+
 async def _nothing() -> None:
     return None
 
@@ -190,9 +195,18 @@ class DerivedRows:
         """Rollups, user_analytics and lookups for a batch's rows, each in a savepoint of its own.
         If PostgreSQL refuses one for good, it is done again request by request, so a request
         whose derived rows can't be stored costs no other request its own."""
-        events = [[(t, r) for t in EVENT_TABLES for r in g.get(t) or ()] for g in groups]
-        points = [g.get(PERFORMANCE_METRICS) or [] for g in groups]
-        if not any(events) and not any(points):
+        # Encoded rows (the native encoder's) bring their event types; their user_analytics rows
+        # are encoded with them (a table of the batch), so only row tuples are derived here.
+        events = [[(t, r) for t in EVENT_TABLES for r in _tuples(g.get(t))] for g in groups]
+        points = [_tuples(g.get(PERFORMANCE_METRICS)) for g in groups]
+        encoded_types = {
+            pair
+            for g in groups
+            for t in EVENT_TABLES
+            if isinstance(enc := g.get(t), CopyRows)
+            for pair in enc.event_types
+        }
+        if not any(events) and not any(points) and not encoded_types:
             return
         if idempotent:  # only what this transaction inserted: rows already there were derived before
             events = await _new_events(conn, events)
@@ -204,7 +218,7 @@ class DerivedRows:
             steps.append(("rollups", lambda ev, pts: rollups.write(conn, pts) if pts else _nothing()))
         if self.user_analytics:
             steps.append(("user_analytics", lambda ev, pts: self._write_user_analytics(conn, ev)))
-        steps.append(("lookups", lambda ev, pts: self._update_lookups(conn, ev, pts)))
+        steps.append(("lookups", lambda ev, pts: self._update_lookups(conn, ev, pts, encoded_types)))
         for kind, step in steps:
             error = await _in_savepoint(conn, step, _flat(events), _flat(points))
             if error is None:
@@ -237,7 +251,13 @@ class DerivedRows:
             exc_info=not isinstance(error, (asyncpg.PostgresError, PermanentError)),
         )
 
-    async def _update_lookups(self, conn: asyncpg.Connection, events: list[Event], points: list[tuple]) -> None:
+    async def _update_lookups(
+        self,
+        conn: asyncpg.Connection,
+        events: list[Event],
+        points: list[tuple],
+        encoded_types: set[tuple[str, str]] | None = None,
+    ) -> None:
         """Upsert the (metric, service) and (event type, service) pairs not refreshed lately by this
         process. (A batch that rolls back after this leaves its new pairs for the next refresh.)"""
         now = time.monotonic()
@@ -252,11 +272,8 @@ class DerivedRows:
         for r in points
         if seen.get((r[PM.METRIC_NAME], r[PM.SERVICE_NAME]), -1e18) < stale
         }.values())  # fmt: skip
-        types = sorted({
-            key
-            for t, r in events
-            if seen.get(key := ("e", _EVENT_TYPE[t](r), row_service(t, r)), -1e18) < stale
-        })  # fmt: skip
+        pairs = [(_EVENT_TYPE[t](r), row_service(t, r)) for t, r in events] + list(encoded_types or ())
+        types = sorted({key for pair in pairs if seen.get(key := ("e", *pair), -1e18) < stale})
         if metrics:
             await conn.execute(_UPSERT_METRIC_NAMES, *map(list, zip(*metrics, strict=True)))
             for m in metrics:

@@ -15,6 +15,7 @@ the request is committed), reported in partial_success by item, and kept as a de
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -23,11 +24,11 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from exporters.postgres.batcher import Batcher, RefusedRow
+from exporters.postgres.batcher import Batcher, RefusedRow, Tables
 from exporters.postgres.dead_letter import DeadLetter, Letter
-from exporters.postgres.ids import new_seed, request_ids
-from exporters.postgres.mapping.common import describe_rejections, rejection_message, rows_memory
-from exporters.postgres.mapping_thread import MappingThread
+from exporters.postgres.ids import RequestIds, new_seed, request_ids
+from exporters.postgres.mapping.common import CopyRows, Mapper, describe_rejections, rejection_message, rows_memory
+from exporters.postgres.mapping_thread import MappingThread, map_chunk
 from exporters.postgres.schema import OTEL_SPAN_EVENTS, OTEL_SPANS, SPAN, row_name, row_service
 from exporters.postgres.spool import Spool
 from sidecar.pipeline import otlpwire
@@ -40,14 +41,16 @@ from sidecar.pipeline.errors import (
     ShuttingDownError,
 )
 from sidecar.pipeline.signals import TRACES, Signal
+from sidecar.pipeline.span_metrics import TraceSummary
 from sidecar.pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelpg.exporter")
 
 # Called once a request is durable (committed, or fsynced to the spool), with each of its decoded
-# chunks, e.g. to feed the Prometheus aggregates, so a request the client retries is never counted
-# twice. Called on the event loop: bounded work per chunk.
-AfterCommit = Callable[[Signal, Message], None]
+# chunks (or, for chunks the native encoder encoded, their TraceSummary), e.g. to feed the
+# Prometheus aggregates, so a request the client retries is never counted twice. Called on the
+# event loop: bounded work per chunk.
+AfterCommit = Callable[[Signal, Message | TraceSummary], None]
 
 _SHOWN = 80  # characters of a name quoted in a message
 
@@ -87,6 +90,7 @@ class PostgresExporter:
         for i, chunk in enumerate(request.chunks):
             if i:
                 await asyncio.sleep(0)  # one chunk at a time: the loop serves others in between
+            first_id = new_id.counter
             try:
                 mapped = await self._mapping.map(
                     request.signal, chunk, received_ns, new_id, 0 if i else request.truncated
@@ -106,9 +110,19 @@ class PostgresExporter:
                 if not self._database_ok():
                     writes.failure = DatabaseUnavailableError("PostgreSQL is unavailable", retry_after=5)
                 elif await writes.reserve(held := sum(rows_memory(t, rows) for t, rows in mapped.rows.items())):
+                    remap = None
+                    if any(isinstance(rows, CopyRows) for rows in mapped.rows.values()):
+                        remap = functools.partial(
+                            self._remap, request.signal, chunk, received_ns, new_id.head, first_id
+                        )
                     commit = asyncio.ensure_future(
                         self._batcher.submit(
-                            mapped.rows, mapped.resources, nrows, len(chunk), continuation=writes.submitted > 0
+                            mapped.rows,
+                            mapped.resources,
+                            nrows,
+                            len(chunk),
+                            continuation=writes.submitted > 0,
+                            remap=remap,
                         )
                     )
                 else:
@@ -140,7 +154,14 @@ class PostgresExporter:
         await self._to_spool(request, received_ns, seed)
         writes.observe_rest()
 
-    def _observe(self, signal: Signal, message: Message) -> None:
+    def _remap(self, signal: Signal, chunk: bytes, received_ns: int, head: bytes, first_id: int) -> Tables:
+        """A chunk's rows as tuples, with the ids the native encoder gave them (for narrowing a
+        refusal down to rows). A Mapper of its own: the mapping thread's counted this chunk once."""
+        mapper = self._mapping.mapper
+        again = Mapper(mapper.max_attributes, mapper.max_value_length)
+        return map_chunk(signal, chunk, received_ns, RequestIds(head, first_id), mapper=again, native=False).rows
+
+    def _observe(self, signal: Signal, message: Message | TraceSummary) -> None:
         for observe in self._after_commit:
             try:  # the chunk is durable: nothing here may fail the request (the client would resend it)
                 observe(signal, message)

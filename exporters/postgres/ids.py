@@ -9,7 +9,6 @@ rows get the same ids and `ON CONFLICT DO NOTHING` skips those that did commit.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 try:  # asyncpg's UUID: a uuid.UUID subclass that is cheap to build and asyncpg's fastest encode path
@@ -25,17 +24,24 @@ def new_seed() -> int:
     return int.from_bytes(os.urandom(6), "big")
 
 
-def request_ids(received_ns: int, seed: int) -> Callable[[], Any]:
+class RequestIds:
+    """The id factory for one request's rows: call it for the next id. `head` (12 bytes) and
+    `counter` (ids made so far) let the native encoder continue the same sequence."""
+
+    __slots__ = ("counter", "head")
+
+    def __init__(self, head: bytes, counter: int = 0) -> None:
+        self.head = head
+        self.counter = counter
+
+    def __call__(self) -> Any:
+        self.counter += 1
+        return _UUID(self.head + self.counter.to_bytes(4, "big"))
+
+
+def request_ids(received_ns: int, seed: int) -> RequestIds:
     """The id factory for one request's rows."""
     prefix = bytearray((received_ns // 1_000_000 % (1 << 48)).to_bytes(6, "big") + seed.to_bytes(6, "big"))
     prefix[6] = (prefix[6] & 0x0F) | 0x70  # version 7
     prefix[8] = (prefix[8] & 0x3F) | 0x80  # RFC 9562 variant
-    head = bytes(prefix)
-    counter = 0
-
-    def new_id() -> Any:
-        nonlocal counter
-        counter += 1
-        return _UUID(head + counter.to_bytes(4, "big"))
-
-    return new_id
+    return RequestIds(bytes(prefix))

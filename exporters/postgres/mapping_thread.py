@@ -26,7 +26,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from exporters.postgres.ids import RequestIds
 from exporters.postgres.mapping import Mapped, Mapper, map_logs, map_metrics, map_traces
+from exporters.postgres.mapping.native import map_traces_native
 from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import DecodeError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
@@ -41,14 +43,23 @@ def map_chunk(
     new_id: Callable[[], Any],
     truncated: int = 0,
     mapper: Mapper | None = None,
+    native: bool = True,
 ) -> Mapped:
     """Decode one chunk and map it to rows with `mapper` (None: a new one, default limits; the
     decoded message is kept in `Mapped.decoded`). `truncated`: list elements the splitter already
-    cut, counted here with the mapping's own cuts (one thread updates the counters)."""
+    cut, counted here with the mapping's own cuts (one thread updates the counters).
+
+    Traces go through the native encoder when the mapper has it, `native` allows it and `new_id`
+    is a RequestIds it can continue: rows come back encoded (CopyRows) and `decoded` is a
+    TraceSummary. Otherwise, and for requests the encoder leaves to Python, the Python path."""
     if mapper is None:
         mapper = Mapper()
     if truncated:
         mapper.count_truncated(truncated, 0)
+    if native and signal is TRACES and mapper.native and isinstance(new_id, RequestIds):
+        mapped = map_traces_native(chunk, received_ns, new_id, mapper)
+        if mapped is not None:
+            return mapped
     try:
         message = signal.decode(chunk)
     except (ProtobufDecodeError, RecursionError) as e:
@@ -66,12 +77,20 @@ class MappingThread:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
     async def map(
-        self, signal: Signal, chunk: bytes, received_ns: int, new_id: Callable[[], Any], truncated: int = 0
+        self,
+        signal: Signal,
+        chunk: bytes,
+        received_ns: int,
+        new_id: Callable[[], Any],
+        truncated: int = 0,
+        *,
+        native: bool = True,
     ) -> Mapped:
-        """Map one chunk in the thread; `new_id` continues the request's id sequence."""
+        """Map one chunk in the thread; `new_id` continues the request's id sequence. `native`:
+        False for callers that need row tuples (spool replay)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated, self.mapper
+            self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated, self.mapper, native
         )
 
     name = "mapping thread"

@@ -28,6 +28,7 @@ from exporters.postgres.batcher import MAX_ROW_WRITES, Tables, merge_tables
 from exporters.postgres.dead_letter import DeadLetter, Letter
 from exporters.postgres.ids import request_ids
 from exporters.postgres.isolation import isolate, refused_rows
+from exporters.postgres.mapping.common import CopyRows
 from exporters.postgres.mapping_thread import MappingThread
 from exporters.postgres.schema import row_service
 from exporters.postgres.spool import Record, Spool, read_segment
@@ -47,7 +48,7 @@ class _Mapped:
     """One spooled request, mapped."""
 
     record: Record
-    rows: Tables = field(default_factory=dict)
+    rows: dict[str, list[tuple]] = field(default_factory=dict)  # row tuples: mapped without the native encoder
     resources: dict[int, tuple] = field(default_factory=dict)
     nrows: int = 0
 
@@ -186,8 +187,9 @@ class Replayer:
         new_id = request_ids(record.received_ns, record.seed)
         out = _Mapped(record)
         for chunk in split.chunks:
-            mapped = await self._mapping.map(signal, chunk, record.received_ns, new_id)
+            mapped = await self._mapping.map(signal, chunk, record.received_ns, new_id, native=False)  # row tuples
             for table, rows in mapped.rows.items():
+                assert not isinstance(rows, CopyRows)
                 out.rows.setdefault(table, []).extend(rows)
                 out.nrows += len(rows)
             out.resources.update(mapped.resources)
@@ -225,7 +227,7 @@ class Replayer:
         resources: dict[int, tuple] = {}
         for m in group:
             resources.update(m.resources)
-        return await self._attempt_rows_of([m.rows for m in group], resources)
+        return await self._attempt_rows_of([dict(m.rows) for m in group], resources)
 
     async def _attempt_rows(self, mapped: _Mapped, part: Tables) -> OtelpgError | None:
         return await self._attempt_rows_of([part], mapped.resources)

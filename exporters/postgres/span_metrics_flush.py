@@ -21,7 +21,7 @@ from typing import Any
 
 from uuid_utils import uuid7
 
-from exporters.postgres.mapping.common import json_dumps, key_text
+from exporters.postgres.mapping.common import Tables, json_dumps, key_text
 from exporters.postgres.schema import PERFORMANCE_METRICS, PERFORMANCE_METRICS_COLUMNS
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import OtelpgError, PermanentError
@@ -50,8 +50,8 @@ _ROW_BYTES = 300  # queue accounting: about what one row costs in memory
 
 Drain = Callable[[], dict[SpanKey, SpanMetricsDelta]]
 # Batcher.submit's shape: (rows by table, resources, row count, byte estimate), returns once committed.
-Submit = Callable[[dict[str, list[tuple]], dict[int, tuple], int, int], Awaitable[object]]
-WriteRows = Callable[[dict[str, list[tuple]], dict[int, tuple], int], Awaitable[None]]
+Submit = Callable[[Tables, dict[int, tuple], int, int], Awaitable[object]]
+WriteRows = Callable[[Tables, dict[int, tuple], int], Awaitable[None]]
 
 
 def _row(**values: Any) -> tuple:
@@ -197,7 +197,7 @@ class SpanMetricsFlush:
         if self.interval <= 0:
             return True
 
-        async def write(rows: dict[str, list[tuple]], resources: dict[int, tuple], nrows: int, nbytes: int) -> None:
+        async def write(rows: Tables, resources: dict[int, tuple], nrows: int, nbytes: int) -> None:
             await write_rows(rows, resources, nrows)
 
         try:

@@ -10,12 +10,19 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 
-from exporters.postgres.batcher import Batch, Tables, merge_tables
-from exporters.postgres.schema import COPY_TABLES, OTEL_RESOURCES, OTEL_SCOPES
+from exporters.postgres.batcher import Batch, Tables, copy_plan
+from exporters.postgres.mapping.common import CopyRows
+from exporters.postgres.schema import (
+    COPY_TABLES,
+    OTEL_RESOURCES,
+    OTEL_SCOPES,
+    USER_ANALYTICS,
+    USER_ANALYTICS_COLUMNS,
+)
 from sidecar.pipeline.errors import DatabaseUnavailableError, OtelpgError, PermanentError, RetryableError
 from sidecar.pipeline.telemetry import Telemetry
 
@@ -41,6 +48,22 @@ _UPSERT_SCOPES = f"""
 _PERMANENT_CLASSES = ("22", "23", "42", "54")
 _KNOWN_RESOURCES_MAX = 100_000
 _CLASS_NAMES = {"22": "a value it can't take", "23": "a constraint", "42": "otelpg's schema", "54": "a size limit"}
+
+
+# The columns of every table the writer COPies: the mapping's, and user_analytics, whose rows the
+# native encoder makes with the spans (the batch hook derives them from row tuples otherwise).
+_COLUMNS: dict[str, tuple[str, ...]] = {**COPY_TABLES, USER_ANALYTICS: USER_ANALYTICS_COLUMNS}
+
+# PostgreSQL's binary COPY header (signature, flags, no extension) and trailer.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+
+
+async def _copy_stream(data: bytes) -> AsyncIterator[bytes]:
+    """Pre-encoded COPY tuples as a binary COPY stream, without copying them into one buffer."""
+    yield _COPY_HEADER
+    yield data
+    yield _COPY_TRAILER
 
 
 class _Upserted:
@@ -140,19 +163,21 @@ class Writer:
         """Commit the rows (grouped by request) or raise RetryableError / PermanentError.
         `idempotent` (spool replay): rows whose key already exists are skipped, so replaying a
         segment twice adds nothing."""
-        tables = groups[0] if len(groups) == 1 else merge_tables(groups)
+        plan = copy_plan(groups)
         new_resources = self._resources.new(resources.values())
         # Scopes travel with the rows (a table of their own in `tables`): upserted, not COPied.
-        new_scopes = []
-        if OTEL_SCOPES in tables:
-            new_scopes = self._scopes.new(tables[OTEL_SCOPES])
-            tables = {t: rows for t, rows in tables.items() if t != OTEL_SCOPES}
+        new_scopes: list[tuple] = []
+        for table, rows in plan:
+            if table == OTEL_SCOPES:
+                assert not isinstance(rows, CopyRows)
+                new_scopes = self._scopes.new(rows)
+        plan = [(t, rows) for t, rows in plan if t != OTEL_SCOPES]
         for attempt, delay in enumerate((*self._retry_delays, None)):
             started = time.perf_counter()
             try:
                 # A retry may follow a COMMIT whose answer was lost: the rows keep their ids, and the
                 # idempotent path skips those already there, so a retried batch adds no duplicates.
-                await self._transaction(tables, groups, new_resources, new_scopes, idempotent or attempt > 0)
+                await self._transaction(plan, groups, new_resources, new_scopes, idempotent or attempt > 0)
             except Exception as e:
                 error = classify(e)
                 if isinstance(error, RetryableError) and delay is not None:
@@ -163,7 +188,7 @@ class Writer:
                 if isinstance(error, PermanentError):  # narrowed down, counted and reported by the caller
                     log.debug("batch of %d rows refused: %s", nrows, error.detail)
                 else:
-                    for table, rows in tables.items():
+                    for table, rows in plan:
                         self._telemetry.send_failed_rows.labels(table, "retryable").inc(len(rows))
                     log.warning("batch of %d rows not written (retryable): %s", nrows, error)
                 if isinstance(error, RetryableError) and self._on_unavailable is not None:
@@ -173,37 +198,60 @@ class Writer:
         self.last_success = time.monotonic()
         self._telemetry.copy_duration.observe(time.perf_counter() - started)
         self._telemetry.batch_rows.observe(nrows)
-        for table, rows in tables.items():
+        for table, rows in plan:
             self._telemetry.sent_rows.labels(table).inc(len(rows))
         self._resources.add(new_resources)
         self._scopes.add(new_scopes)
 
     async def _transaction(
-        self, tables: Tables, groups: list[Tables], resources: list[tuple], scopes: list[tuple], idempotent: bool
+        self,
+        plan: list[tuple[str, list[tuple] | CopyRows]],
+        groups: list[Tables],
+        resources: list[tuple],
+        scopes: list[tuple],
+        idempotent: bool,
     ) -> None:
         async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
             if resources:
                 await conn.execute(_UPSERT_RESOURCES, *map(list, zip(*resources, strict=True)))
             if scopes:
                 await conn.execute(_UPSERT_SCOPES, *map(list, zip(*scopes, strict=True)))
-            for table, rows in tables.items():
-                if not rows:
-                    continue
+            for table, rows in plan:
                 if idempotent:
                     await self._copy_skipping_existing(conn, table, rows)
                 else:
-                    await conn.copy_records_to_table(
-                        table, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout
-                    )
+                    await self._copy(conn, table, rows)
             for hook in self._hooks:
                 await hook(conn, groups, idempotent)
 
-    async def _copy_skipping_existing(self, conn: asyncpg.Connection, table: str, rows: list[tuple]) -> None:
+    async def _copy(self, conn: asyncpg.Connection, table: str, rows: list[tuple] | CopyRows, into: str = "") -> None:
+        """COPY rows into `into` (default: their table): tuples through asyncpg's encoder, encoded
+        rows sent as they are, in one binary COPY stream."""
+        if isinstance(rows, CopyRows):
+            await conn.copy_to_table(
+                into or table,
+                source=_copy_stream(rows.data),
+                columns=_COLUMNS[table],
+                format="binary",
+                timeout=self._copy_timeout,
+            )
+        else:
+            await conn.copy_records_to_table(
+                into or table, records=rows, columns=_COLUMNS[table], timeout=self._copy_timeout
+            )
+
+    async def _copy_skipping_existing(self, conn: asyncpg.Connection, table: str, rows: list[tuple] | CopyRows) -> None:
         # COPY has no ON CONFLICT: stage in a temporary table, then insert what isn't there yet.
         stage = f"otelpg_stage_{table}"
-        columns = ", ".join(COPY_TABLES[table])
+        columns = ", ".join(_COLUMNS[table])
         await conn.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        await conn.copy_records_to_table(stage, records=rows, columns=COPY_TABLES[table], timeout=self._copy_timeout)
-        await conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING")
+        await self._copy(conn, table, rows, into=stage)
+        if table == USER_ANALYTICS:  # no key to conflict on: skip the rows of a source row already there
+            await conn.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} s WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {table} u WHERE u.user_id = s.user_id AND u.timestamp = s.timestamp AND u.id = s.id)"
+            )
+        else:
+            await conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING")

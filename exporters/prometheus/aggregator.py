@@ -25,7 +25,7 @@ from exporters.prometheus.otlp_metrics import MetricsTranslator
 from exporters.prometheus.series import SeriesStore, Snapshot, Stats
 from exporters.prometheus.span_metrics import SpanMetrics
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
-from sidecar.pipeline.span_metrics import SpanKey, SpanMetricsDelta
+from sidecar.pipeline.span_metrics import SpanKey, SpanMetricsDelta, TraceSummary
 
 # Written by the self-metrics collector on the same registry; client metrics must not take them.
 SELF_METRIC_NAMES = (
@@ -75,7 +75,7 @@ class PrometheusAggregator:
             self._sweep(now)
             self._metrics.observe(request, now)
 
-    def observe_traces(self, request: ExportTraceServiceRequest, now: float | None = None) -> None:
+    def observe_traces(self, request: ExportTraceServiceRequest | TraceSummary, now: float | None = None) -> None:
         now = self._clock() if now is None else now
         with self._lock:
             self._sweep(now)

@@ -6,26 +6,10 @@ from dataclasses import dataclass
 
 from sidecar.pipeline.errors import ConfigError
 from sidecar.pipeline.settings import setting
+from sidecar.pipeline.span_metrics import SPAN_DURATION_BOUNDS_SECONDS
 
-# spanmetrics connector defaultHistogramBucketsMs, in seconds (Collector contrib, connector/spanmetricsconnector).
-SPAN_DURATION_BOUNDS_SECONDS: tuple[float, ...] = (
-    0.002,
-    0.004,
-    0.006,
-    0.008,
-    0.01,
-    0.05,
-    0.1,
-    0.2,
-    0.4,
-    0.8,
-    1.0,
-    1.4,
-    2.0,
-    5.0,
-    10.0,
-    15.0,
-)
+# Re-exported: the span duration buckets are shared with the native encoder (sidecar.pipeline).
+__all__ = ["RESERVED_PREFIXES", "SPAN_DURATION_BOUNDS_SECONDS", "PrometheusConfig"]
 
 
 RESERVED_PREFIXES: tuple[str, ...] = ("otelpg_",)

@@ -13,20 +13,34 @@ are kept for `drain()`, which another component flushes to PostgreSQL every inte
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import lru_cache
 from operator import add
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from exporters.prometheus.labels import LabelKey, resource_identity
 from exporters.prometheus.series import OVERFLOW_KEY, OVERFLOW_LABELS, Hist, Scalar, SeriesStore
-from sidecar.pipeline.span_metrics import OVERFLOW_SPAN_KEY, SpanKey, SpanMetricsDelta
+from sidecar.pipeline.span_metrics import (
+    OVERFLOW_SPAN_KEY,
+    SPAN_DURATION_BOUNDS_SECONDS,
+    SpanKey,
+    SpanMetricsDelta,
+    TraceSummary,
+)
 
 CALLS_FAMILY = "traces_span_metrics_calls"  # rendered with `_total`
 DURATION_FAMILY = "traces_span_metrics_duration_seconds"
 
 _KINDS = {value: name for name, value in Span.SpanKind.items()}
 _STATUSES = {value: name for name, value in Status.StatusCode.items()}
+
+
+@lru_cache(maxsize=256)
+def _resource(raw: bytes) -> Resource:
+    """A serialized Resource (the encoder hands them over as bytes; an SDK sends the same one)."""
+    return Resource.FromString(raw)
 
 
 class SpanMetrics:
@@ -44,7 +58,10 @@ class SpanMetrics:
         )
         self._pending: dict[SpanKey, list] = {}  # key → [calls, bucket counts, sum] since the last drain
 
-    def observe(self, request: ExportTraceServiceRequest, now: float) -> None:
+    def observe(self, request: ExportTraceServiceRequest | TraceSummary, now: float) -> None:
+        if isinstance(request, TraceSummary):
+            self._observe_summary(request, now)
+            return
         bounds, buckets = self._bounds, len(self._bounds) + 1
         # (service, span name, kind number, status number) → [calls, bucket counts, sum]
         tally: dict[tuple[str, str, int, int], list] = {}
@@ -67,6 +84,31 @@ class SpanMetrics:
                 service, name, kinds.get(kind, "SPAN_KIND_UNSPECIFIED"), statuses.get(status, "STATUS_CODE_UNSET")
             )
             self._apply(key, calls, counts, total, now)
+
+    def _observe_summary(self, summary: TraceSummary, now: float) -> None:
+        """The native encoder's tallies (same keys, buckets and sums as `observe` makes), merged
+        across resources that share a service name."""
+        if self._bounds != SPAN_DURATION_BOUNDS_SECONDS:  # the encoder tallies over these
+            raise ValueError("span metrics tallied natively need the default duration buckets")
+        services = [
+            resource_identity(_resource(r.resource).attributes).service_name for r in summary.resources
+        ]  # fmt: skip
+        tally: dict[tuple[str, str, int, int], list] = {}
+        for t in summary.tallies:
+            key = (services[t.resource], t.span_name, t.kind, t.status_code)
+            entry = tally.get(key)
+            if entry is None:
+                tally[key] = [t.calls, list(t.bucket_counts), t.sum]
+            else:
+                entry[0] += t.calls
+                entry[1] = list(map(add, entry[1], t.bucket_counts))
+                entry[2] += t.sum
+        kinds, statuses = _KINDS, _STATUSES
+        for (service, name, kind, status), (calls, counts, total) in tally.items():
+            span_key = SpanKey(
+                service, name, kinds.get(kind, "SPAN_KIND_UNSPECIFIED"), statuses.get(status, "STATUS_CODE_UNSET")
+            )
+            self._apply(span_key, calls, counts, total, now)
 
     def _apply(self, key: SpanKey, calls: int, counts: list[int], total: float, now: float) -> None:
         store, calls_family, duration_family = self._store, self._calls, self._duration

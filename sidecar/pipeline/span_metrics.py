@@ -1,10 +1,51 @@
 """Span-derived RED aggregates as they pass from the Prometheus aggregator, which tallies them
-per request, to the PostgreSQL flush, which writes them to performance_metrics every interval."""
+per request, to the PostgreSQL flush, which writes them to performance_metrics every interval;
+and the per-request summary of spans that the native encoder hands the after-commit observers
+instead of a decoded request."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+
+# spanmetrics connector defaultHistogramBucketsMs, in seconds (Collector contrib, connector/spanmetricsconnector).
+SPAN_DURATION_BOUNDS_SECONDS: tuple[float, ...] = (
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+)  # fmt: skip
+
+
+class SpanTally(NamedTuple):
+    """The spans of one request with the same resource, name, kind and status code."""
+
+    resource: int  # index into TraceSummary.resources
+    span_name: str
+    kind: int  # SpanKind number
+    status_code: int  # Status.StatusCode number
+    calls: int
+    bucket_counts: tuple[int, ...]  # over SPAN_DURATION_BOUNDS_SECONDS, le inclusive; the last is +Inf
+    sum: float  # seconds (a negative duration counts as 0)
+
+
+class ResourceSpansSummary(NamedTuple):
+    """One ResourceSpans of a request, as agent_states counts it."""
+
+    resource: bytes  # the serialized Resource
+    schema_url: str
+    spans: int  # in the request
+    rows: int  # stored (spans with valid ids)
+    event_rows: int  # span events stored
+    errors: int  # with status code ERROR
+    current_task: str | None  # the name of the last span of its last scope with a named last span
+    recent_errors: list[tuple[int, str, str, bytes]]  # the newest (start ns, name, status message, trace id)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    """What the after-commit observers need of a traces request, made by the native encoder
+    while it encodes the rows, so that nothing iterates the spans again in Python."""
+
+    resources: list[ResourceSpansSummary]
+    tallies: list[SpanTally]
 
 
 class SpanKey(NamedTuple):

@@ -51,14 +51,17 @@ from tests.bench._otlp_gen import (  # noqa: E402
     Template,
     build_templates,
 )
+from tests.bench._rotel import Rotel, find_rotel  # noqa: E402
+from tests.bench._rotel import version as rotel_version  # noqa: E402
 
 MiB = 1024 * 1024
-TABLE_OF = {"traces": "system_events", "metrics": "performance_metrics", "logs": "system_events"}
+TABLE_OF = {"traces": "otel_spans", "metrics": "performance_metrics", "logs": "otel_logs"}
 TARGET_SPANS_PER_S = 50_000
 TARGET_COPY_RATIO = 0.7
 TARGET_P99_MS = 250
 TARGET_RSS_MIB = 300
 TARGET_NAIVE_X = 20
+TARGET_ROTEL_X = 2.0  # otelpg's CPU per item at most this multiple of Rotel's (blackhole exporter)
 
 
 # --------------------------------------------------------------------------- output
@@ -69,7 +72,14 @@ class Out:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.doc: dict[str, Any] = {"phases": [], "copy": [], "baseline": [], "soak": [], "targets": []}
+        self.doc: dict[str, Any] = {
+            "phases": [],
+            "copy": [],
+            "baseline": [],
+            "soak": [],
+            "reference": [],
+            "targets": [],
+        }
         self.stream = sys.stderr if as_json else sys.stdout
 
     def line(self, text: str = "") -> None:
@@ -290,35 +300,23 @@ class PhaseResult:
 _phase_counter = [0]
 
 
-def run_phase(
+def spawn_clients(
     args: argparse.Namespace,
-    out: Out,
-    ctx: dict[str, Any],
+    target: str,
     signal: str,
     templates: list[Template],
     *,
-    name: str,
-    rate: float | None = None,
-    duration: float | None = None,
-    requests: int | None = None,
-    warmup: float = 0.0,
-    concurrency: int | None = None,
-    spy: str | None = None,
-    per_minute: bool = False,
-) -> PhaseResult:
-    """Run the load generators against otelpg; measure over [start + warmup, start + warmup + duration]."""
-    otelpg, mon = ctx["otelpg"], ctx["monitor"]
-    if not asyncio.run(_pg.checkpoint(ctx["server"].dsn)) and not ctx.get("checkpoint_warned"):
-        ctx["checkpoint_warned"] = True
-        out.line("  (CHECKPOINT not allowed for this role: a phase may pay for an earlier phase's WAL)")
-    if args.wait_quiet:
-        wait_quiet(out, args.wait_quiet)
-    metrics_url = otelpg.url("admin", "/metrics")
-    target = otelpg.url("http") if args.transport == "http" else otelpg.grpc_target
+    concurrency: int,
+    rate: float | None,
+    duration: float | None,
+    requests: int | None,
+    warmup: float,
+) -> tuple[list[Any], list[Any]]:
+    """Start the load-generator processes (args.clients of them, args.transport) against `target` and wait
+    until each has encoded its pool of bodies. Returns (processes, pipes); send (start, stop) to start them."""
     _phase_counter[0] += 1
     id_base = _phase_counter[0] * 50_000_000
     clients = args.clients
-    concurrency = concurrency or args.concurrency
     per_client_conc = max(1, math.ceil(concurrency / clients))
     body_len = len(templates[0].body)
     if requests is not None:
@@ -347,6 +345,60 @@ def run_phase(
         if not pipe.poll(300):
             raise RuntimeError("load generator did not get ready")
         assert pipe.recv() == "ready"
+    return procs, pipes
+
+
+def tally(results: list[ClientResult], w0: float, w1: float) -> tuple[int, int, int, dict[str, int], list[float]]:
+    """Requests completed within [w0, w1]: (ok, refused, items acked, count by status, sorted ok latencies)."""
+    lat: list[float] = []
+    items_ok = ok = refused = 0
+    statuses: dict[str, int] = {}
+    for r in results:
+        for t_done, latency, items, good, status in zip(r.done, r.latency, r.items, r.ok, r.status, strict=True):
+            if not (w0 <= t_done <= w1):
+                continue
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if good:
+                ok += 1
+                items_ok += items
+                lat.append(latency)
+            else:
+                refused += 1
+    lat.sort()
+    return ok, refused, items_ok, statuses, lat
+
+
+def run_phase(
+    args: argparse.Namespace,
+    out: Out,
+    ctx: dict[str, Any],
+    signal: str,
+    templates: list[Template],
+    *,
+    name: str,
+    rate: float | None = None,
+    duration: float | None = None,
+    requests: int | None = None,
+    warmup: float = 0.0,
+    concurrency: int | None = None,
+    spy: str | None = None,
+    per_minute: bool = False,
+) -> PhaseResult:
+    """Run the load generators against otelpg; measure over [start + warmup, start + warmup + duration]."""
+    otelpg, mon = ctx["otelpg"], ctx["monitor"]
+    if not asyncio.run(_pg.checkpoint(ctx["server"].dsn)) and not ctx.get("checkpoint_warned"):
+        ctx["checkpoint_warned"] = True
+        out.line("  (CHECKPOINT not allowed for this role: a phase may pay for an earlier phase's WAL)")
+    if args.wait_quiet:
+        wait_quiet(out, args.wait_quiet)
+    metrics_url = otelpg.url("admin", "/metrics")
+    target = otelpg.url("http") if args.transport == "http" else otelpg.grpc_target
+    clients = args.clients
+    concurrency = concurrency or args.concurrency
+    procs, pipes = spawn_clients(
+        args, target, signal, templates, concurrency=concurrency, rate=rate, duration=duration, requests=requests,
+        warmup=warmup,
+    )  # fmt: skip
     client_ps = [psutil.Process(p.pid) for p in procs]
 
     start = time.monotonic() + 0.3
@@ -432,21 +484,7 @@ def run_phase(
     else:
         w1 = stop
     window = max(w1 - w0, 1e-9)
-    lat: list[float] = []
-    items_ok = ok = refused = 0
-    statuses: dict[str, int] = {}
-    for r in results:
-        for t_done, latency, items, good, status in zip(r.done, r.latency, r.items, r.ok, r.status, strict=True):
-            if not (w0 <= t_done <= w1):
-                continue
-            statuses[str(status)] = statuses.get(str(status), 0) + 1
-            if good:
-                ok += 1
-                items_ok += items
-                lat.append(latency)
-            else:
-                refused += 1
-    lat.sort()
+    ok, refused, items_ok, statuses, lat = tally(results, w0, w1)
     m0, m1 = s0.metrics, s1.metrics
     if FAILED in m0 or FAILED in m1:  # counters unknown: report NaN rather than garbage
         out.line("  (otelpg's /metrics did not answer in time: rows and batch figures unknown)")
@@ -699,6 +737,131 @@ def run_naive(
     return res
 
 
+def run_reference(
+    args: argparse.Namespace, out: Out, ctx: dict[str, Any], signal: str, templates: list[Template], phase: PhaseResult
+) -> dict[str, Any] | None:
+    """Rotel with its blackhole exporter on the same requests, transport, load generator, concurrency and
+    window as otelpg's maximum-throughput phase: its CPU per item (user + system of rotel-agent) against
+    otelpg's (the same figure as otelpg's `cost` line)."""
+    item = ITEM_NAMES[signal].rstrip("s").split()[-1]
+    binary = ctx.get("rotel")
+    if not binary:
+        if ctx.get("rotel_missing"):
+            out.line(f"  reference  skipped: {ctx['rotel_missing']}")
+            out.doc["reference"].append({"signal": signal, "skipped": ctx["rotel_missing"]})
+        return None
+    if args.wait_quiet:
+        wait_quiet(out, args.wait_quiet)
+    duration = args.duration
+    requests = args.requests
+    warmup = args.warmup if duration else 0.0
+    procs: list[Any] = []
+    reported = False
+    try:
+        with Rotel(binary, signal, ctx["workdir"]) as rotel:
+            target = rotel.http_url if args.transport == "http" else rotel.grpc_target
+            procs, pipes = spawn_clients(
+                args, target, signal, templates, concurrency=phase.concurrency, rate=None, duration=duration,
+                requests=requests, warmup=warmup,
+            )  # fmt: skip
+            client_ps = [psutil.Process(p.pid) for p in procs]
+
+            def probe() -> tuple[float, float, float, float]:
+                client = 0.0
+                for cp in client_ps:
+                    try:
+                        client += sum(cp.cpu_times()[:2])
+                    except psutil.Error:
+                        pass
+                return time.monotonic(), rotel.cpu(), client, machine_busy()
+
+            start = time.monotonic() + 0.3
+            stop = start + warmup + duration if duration is not None else None
+            for pipe in pipes:
+                pipe.send((start, stop))
+            w0 = start + warmup
+            if requests is None:
+                time.sleep(max(0.0, w0 - time.monotonic()))
+            p0 = probe()
+            if stop is not None:
+                time.sleep(max(0.0, stop - time.monotonic()))
+                p1 = probe()
+            results: list[ClientResult] = []
+            for pipe in pipes:
+                if not pipe.poll(600):
+                    raise RuntimeError("load generator did not report")
+                results.append(pipe.recv())
+            reported = True
+            if stop is None:
+                p1 = probe()
+            rss_mib = rotel.rss() / MiB
+    except Exception as e:  # the reference must not cost the run its otelpg figures
+        out.line(f"  reference  rotel failed: {e}")
+        out.doc["reference"].append({"signal": signal, "error": str(e)})
+        return None
+    finally:
+        for pr in procs:
+            pr.join(30 if reported else 0)
+            if pr.is_alive():
+                pr.terminate()
+                pr.join(5)
+    if stop is None:  # --requests: the whole run is the window
+        w0 = min(r.first_send for r in results)
+        w1 = max((max(r.done) for r in results if len(r.done)), default=w0 + 1e-9)
+    else:
+        w1 = stop
+    window = max(w1 - w0, 1e-9)
+    ok, refused, items_ok, statuses, lat = tally(results, w0, w1)
+    sample_window = max(p1[0] - p0[0], 1e-9)
+    rotel_cpu = p1[1] - p0[1]
+    client_cpu = p1[2] - p0[2]
+    other_cpu = max(0.0, (p1[3] - p0[3]) - rotel_cpu - client_cpu)
+    rotel_us = rotel_cpu / items_ok * 1e6 if items_ok else math.nan
+    otelpg_us = phase.otelpg_cpu_s / phase.items_ok * 1e6 if phase.items_ok else math.nan
+    ratio = otelpg_us / rotel_us if rotel_us > 0 else math.nan
+    res = {
+        "signal": signal,
+        "transport": args.transport,
+        "collector": "rotel",
+        "exporter": "blackhole",
+        "version": ctx.get("rotel_version"),
+        "concurrency": phase.concurrency,
+        "window_s": window,
+        "requests_ok": ok,
+        "requests_refused": refused,
+        "statuses": statuses,
+        "items_ok": items_ok,
+        "items_per_s": items_ok / window,
+        "p50_ms": pct(lat, 0.50) * 1e3,
+        "p99_ms": pct(lat, 0.99) * 1e3,
+        "rotel_cpu_s": rotel_cpu,
+        "rotel_cores": rotel_cpu / sample_window,
+        "rotel_rss_mib": rss_mib,
+        "client_cpu_s": client_cpu,
+        "other_cpu_s": other_cpu,
+        "rotel_us_per_item": rotel_us,
+        "otelpg_us_per_item": otelpg_us,
+        "otelpg_items_per_s": phase.items_per_s,
+        "ratio": ratio,
+        "target_ratio": TARGET_ROTEL_X,
+        "made_on_the_fly": sum(r.made_on_the_fly for r in results),
+    }
+    refused_txt = f", {refused} refused" if refused else ""
+    out.line(
+        f"  reference  rotel blackhole {fmt_n(res['items_per_s'])} {item}s/s  CPU {rotel_us:.1f} µs/{item}   "
+        f"otelpg {otelpg_us:.1f} µs/{item} = {ratio:.1f}x rotel (target <= {TARGET_ROTEL_X:.1f}x)"
+    )
+    out.line(
+        f"             ({ctx.get('rotel_version')}, {args.transport}, closed loop, concurrency {phase.concurrency}, "
+        f"{window:.1f} s window: {ok} requests ok{refused_txt}, p50 {res['p50_ms']:.1f} ms, p99 "
+        f"{res['p99_ms']:.1f} ms | rotel {res['rotel_cores']:.2f} cores, RSS {rss_mib:.0f} MiB | load generator "
+        f"{client_cpu / sample_window:.2f} cores | other processes {other_cpu / sample_window:.2f} cores)"
+        + (f", {res['made_on_the_fly']} bodies encoded during the run" if res["made_on_the_fly"] else "")
+    )
+    out.doc["reference"].append(res)
+    return res
+
+
 def run_components(
     out: Out, signal: str, templates: list[Template], phase: PhaseResult, copy: dict[str, Any] | None
 ) -> None:
@@ -845,6 +1008,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the per-step CPU cost breakdown (split, decode, map, JSON, observe, COPY encoding)",
     )
+    r.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run Rotel (blackhole exporter) on the same requests and compare CPU per item "
+        "(default: on when rotel-agent is found; pip install rotel)",
+    )
+    r.add_argument(
+        "--rotel-agent", metavar="PATH", help="rotel-agent binary (default: $ROTEL_AGENT, PATH, the rotel package's)"
+    )
     r.add_argument("--baseline", action="store_true", help="also measure a naive row-by-row INSERT loop")
     r.add_argument("--baseline-rows", type=int, default=5000, help="rows for --baseline [5000]")
     x = p.add_argument_group("latency and soak")
@@ -899,7 +1072,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="otelpg-bench-"))
     server = _pg.Server(args.database_url)
     otelpg = mon = None
-    ctx: dict[str, Any] = {"server": server}
+    ctx: dict[str, Any] = {"server": server, "workdir": workdir}
+    if args.reference is not False:
+        ctx["rotel"] = find_rotel(args.rotel_agent)
+        if ctx["rotel"]:
+            ctx["rotel_version"] = rotel_version(ctx["rotel"])
+        else:
+            where = args.rotel_agent or "rotel-agent ($ROTEL_AGENT, PATH, the rotel package)"
+            ctx["rotel_missing"] = f"{where} not found: no Rotel reference (pip install rotel, or --rotel-agent PATH)"
     schemas: list[str] = []
     try:
         dsn = server.start()
@@ -941,6 +1121,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(templates[s])} templates (built in {build_s:.1f} s); ids and timestamps patched per request"
             )
         out.line(f"source: {ROOT} ({source_version()})")
+        if ctx.get("rotel"):
+            out.line(f"reference: {ctx['rotel']} ({ctx['rotel_version']}), blackhole exporter")
+        elif ctx.get("rotel_missing"):
+            out.line(f"reference: {ctx['rotel_missing']}")
         out.line(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         out.doc.update(
             settings=settings,
@@ -979,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
                 lat.extra["fraction"] = args.latency_at
             # The references after otelpg's phases: their WAL and autovacuum must not land in a measurement.
             copy = run_copy(args, out, ctx, s, templates[s], phase) if not args.no_copy else None
+            run_reference(args, out, ctx, s, templates[s], phase)
             if not args.no_components:
                 run_components(out, s, templates[s], phase, copy)
             if args.baseline:

@@ -20,17 +20,7 @@
 
 #define MAX_DEPTH 200
 
-typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-} Buf;
-
-typedef struct {
-    uint32_t field;
-    int wt;
-    uint64_t v;
-    Buf sub;
-} Field;
+#include "_wire.h"
 
 typedef struct {
     Py_ssize_t max_attrs;
@@ -39,67 +29,6 @@ typedef struct {
     Py_ssize_t trunc_values;
     int bail;
 } Ctx;
-
-/* 0 ok, -1 truncated or longer than 64 bits. */
-static int read_varint(Buf *b, uint64_t *out) {
-    uint64_t v = 0;
-    for (int shift = 0; shift <= 63; shift += 7) {
-        if (b->p >= b->end)
-            return -1;
-        uint8_t c = *b->p++;
-        v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* 1: a field, 0: end of buffer, -1: malformed. */
-static int next_field(Buf *b, Field *f) {
-    if (b->p >= b->end)
-        return 0;
-    uint64_t tag;
-    if (read_varint(b, &tag) < 0)
-        return -1;
-    f->field = (uint32_t)(tag >> 3);
-    f->wt = (int)(tag & 7);
-    f->v = 0;
-    switch (f->wt) {
-    case 0:
-    case 2: {
-        uint64_t v;
-        if (read_varint(b, &v) < 0)
-            return -1;
-        if (f->wt == 0) {
-            f->v = v;
-        } else {
-            if (v > (uint64_t)(b->end - b->p))
-                return -1;
-            f->sub.p = b->p;
-            f->sub.end = b->p + v;
-            b->p += v;
-        }
-        return 1;
-    }
-    case 1:
-        if (b->end - b->p < 8)
-            return -1;
-        for (int i = 7; i >= 0; i--)
-            f->v = (f->v << 8) | b->p[i];
-        b->p += 8;
-        return 1;
-    case 5:
-        if (b->end - b->p < 4)
-            return -1;
-        f->v = (uint64_t)b->p[0] | (uint64_t)b->p[1] << 8 | (uint64_t)b->p[2] << 16 | (uint64_t)b->p[3] << 24;
-        b->p += 4;
-        return 1;
-    default: /* groups: not used by OTLP */
-        return -1;
-    }
-}
 
 static PyObject *bail(Ctx *c) {
     c->bail = 1;

@@ -19,6 +19,9 @@ from hashlib import blake2b
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError as _ProtobufDecodeError
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope as _Scope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as _Resource
 
 from exporters.postgres.schema import LARGE_COLUMNS
 
@@ -43,6 +46,7 @@ __all__ = [
     "UNKNOWN_SERVICE",
     "ZERO_SPAN_ID",
     "ZERO_TRACE_ID",
+    "CopyRows",
     "Mapped",
     "Mapper",
     "describe_rejections",
@@ -64,11 +68,42 @@ ZERO_TRACE_ID = bytes(16)
 ZERO_SPAN_ID = bytes(8)
 
 
+class CopyRows:
+    """Rows of one table already encoded as PostgreSQL binary COPY tuples (no header or trailer),
+    as the native encoder makes them: the writer sends `data` as it is. `event_types`: the
+    (event type, service) pairs of the rows, for the lookup table, which would otherwise need the
+    rows decoded. They can't be iterated: code that needs row tuples maps the request in Python."""
+
+    __slots__ = ("count", "data", "event_types")
+
+    def __init__(self, data: bytes, count: int, event_types: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.data = data
+        self.count = count
+        self.event_types = event_types
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        raise TypeError("encoded COPY rows can't be iterated: map the request in Python for row tuples")
+
+    @staticmethod
+    def join(parts: list[CopyRows]) -> CopyRows:
+        if len(parts) == 1:
+            return parts[0]
+        types: frozenset[tuple[str, str]] = frozenset().union(*(p.event_types for p in parts))
+        return CopyRows(b"".join(p.data for p in parts), sum(p.count for p in parts), types)
+
+
+Tables = dict[str, list[tuple] | CopyRows]
+"""Rows by table name: row tuples in schema.py column order, or encoded (CopyRows)."""
+
+
 @dataclass(slots=True)
 class Mapped:
     """One OTLP request turned into rows, plus what could not be stored."""
 
-    rows: dict[str, list[tuple]]  # table name -> row tuples in schema.py column order
+    rows: Tables
     resources: dict[int, tuple] = field(default_factory=dict)  # resource_id -> otel_resources row
     items: int = 0  # spans / data points / log records in the request
     rejected: int = 0  # items that could not be stored
@@ -98,9 +133,11 @@ INT_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1
 
 
-def rows_memory(table: str, rows: list[tuple]) -> int:
+def rows_memory(table: str, rows: list[tuple] | CopyRows) -> int:
     """About the bytes rows hold in memory (measured: 440-740 per row besides its JSON and other
     unbounded columns), for admission control."""
+    if isinstance(rows, CopyRows):
+        return len(rows.data) + 64
     size = 768 * len(rows)
     for at in LARGE_COLUMNS[table]:
         size += sum(len(v) for r in rows if (v := r[at]) is not None)
@@ -193,6 +230,19 @@ def json_float(x: float) -> float | str:
 KEY_MAX_BYTES = 1024
 
 FAST_AVAILABLE = _fast is not None
+
+
+def _native_built() -> bool:
+    try:
+        from exporters.postgres.mapping import _native  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:  # pragma: no cover
+        return False
+    return True
+
+
+NATIVE_AVAILABLE = _native_built()
+"""Whether the native encoder (mapping/_native.c) is built."""
+
 """Whether the C attribute converter is built (a Mapper uses it unless told not to)."""
 
 MAX_ATTRIBUTES = 1024
@@ -229,7 +279,10 @@ class Mapper:
     depend on that state; a mapper binds them to locals once per request.
     """
 
-    __slots__ = ("_resources", "_scopes", "fast", "max_attributes", "max_value_length", "truncated")
+    __slots__ = (
+        "_resources", "_scopes", "fast", "max_attributes", "max_value_length", "native", "recent_errors",
+        "truncated", "user_rows",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -237,12 +290,23 @@ class Mapper:
         max_value_length: int = MAX_VALUE_LENGTH,
         *,
         fast: bool | None = None,
+        native: bool | None = None,
     ) -> None:
         if fast and not FAST_AVAILABLE:
             raise ValueError("the C attribute converter is not built")
+        if native and not NATIVE_AVAILABLE:
+            raise ValueError("the native encoder is not built")
         self.max_attributes = max_attributes
         self.max_value_length = max_value_length
         self.fast = FAST_AVAILABLE if fast is None else fast
+        # The native encoder (mapping/native.py) for traces: off where it isn't built. `user_rows`
+        # says what it does with spans naming a user, and must agree with the derived rows'
+        # configuration: 0 nothing (user_analytics off), 1 their user_analytics rows (encoded
+        # with the spans), 2 leave those requests to the Python path, whose spans the batch hook
+        # derives them from (the default: right whatever the configuration; hashing needs it).
+        self.native = NATIVE_AVAILABLE and fast is not False if native is None else native
+        self.user_rows = 2
+        self.recent_errors = 20  # span errors per resource a TraceSummary keeps (agent_states' error_log_size)
         self.truncated = {"attributes": 0, "attribute_values": 0, "keys": 0}
         self._resources: dict[tuple[bytes, str], tuple] = {}
         self._scopes: dict[tuple[bytes, str], tuple | None] = {}
@@ -349,6 +413,33 @@ class Mapper:
         service = self.key_text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE
         row = (int.from_bytes(digest, "big", signed=True), service, canonical, text(schema_url) or None)
         _remember(memo, key, row)
+        return row
+
+    def resource_row_bytes(self, raw: bytes, schema_url: bytes) -> tuple | None:
+        """resource_row of a serialized Resource (the native encoder's callback); None when it
+        can't be decoded (the Python path then reports why)."""
+        try:
+            url = schema_url.decode()
+            row = self._resources.get((raw, url))
+            if row is not None:
+                return row
+            row = self.resource_row(_Resource.FromString(raw), url)
+        except (UnicodeDecodeError, _ProtobufDecodeError, RecursionError):
+            return None
+        _remember(self._resources, (raw, url), row)
+        return row
+
+    def scope_row_bytes(self, raw: bytes, schema_url: bytes) -> tuple | bool | None:
+        """scope_row of a serialized InstrumentationScope; False when it can't be decoded."""
+        try:
+            url = schema_url.decode()
+            key = (raw, url)
+            if key in self._scopes:
+                return self._scopes[key]
+            row = self.scope_row(_Scope.FromString(raw), url)
+        except (UnicodeDecodeError, _ProtobufDecodeError, RecursionError):
+            return False
+        _remember(self._scopes, key, row)
         return row
 
     def scope_info(self, scope: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from exporters.postgres.mapping.common import (
     ZERO_TRACE_ID,
     Mapped,
     Mapper,
+    Tables,
     describe_rejections,
     json_dumps,
     text,
@@ -215,5 +216,5 @@ def map_traces(
         m.count_truncated(fast[2], fast[3])
     reasons = {_INVALID_IDS: rejected} if rejected else {}
     message = describe_rejections(reasons, "span", "spans")
-    rows = {OTEL_SPANS: spans_out, OTEL_SPAN_EVENTS: events_out, OTEL_SCOPES: list(scopes.values())}
+    rows: Tables = {OTEL_SPANS: spans_out, OTEL_SPAN_EVENTS: events_out, OTEL_SCOPES: list(scopes.values())}
     return Mapped(rows, resources, items, rejected, message, reasons)
