@@ -81,14 +81,16 @@ class App:
         self.telemetry = Telemetry(self.registry)
         limits = config.limits
         self.mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)  # the mapping thread's
+        # The event loop's: agent_states, user_analytics and span-metric rows, and the traces chunks
+        # encoded natively on the loop, cut keys and values too. Two mappers, so that each
+        # truncation count is written by one thread only.
+        self.loop_mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)
         # What the native encoder does with spans naming a user, and how many span errors per
         # resource it keeps for agent_states: as the derived rows and agent_states are configured.
         ua = config.user_analytics
-        self.mapper.user_rows = 0 if not ua.enabled else 2 if ua.hash_user_ids else 1
-        self.mapper.recent_errors = config.agent_states.error_log_size
-        # The event loop's: agent_states, user_analytics and span-metric rows cut keys and values too.
-        # Two mappers, so that each truncation count is written by one thread only.
-        self.loop_mapper = Mapper(limits.max_attributes, limits.max_attribute_value_length)
+        for m in (self.mapper, self.loop_mapper):
+            m.user_rows = 0 if not ua.enabled else 2 if ua.hash_user_ids else 1
+            m.recent_errors = config.agent_states.error_log_size
         if not FAST_AVAILABLE:
             log.warning(
                 "the C attribute converter is not built (no C compiler at install?): "
@@ -145,7 +147,7 @@ class App:
         cfg, telemetry, database = self.config, self.telemetry, self.database
         self._bind_pool(pool)
         admin = AdminServer(self.registry, self.health, *parse_endpoint(cfg.admin.endpoint, "admin.endpoint"))
-        mapping = MappingThread(self.mapper)
+        mapping = MappingThread(self.mapper, self.loop_mapper)
         dead_letter = DeadLetter(Path(cfg.data_dir) / "dead-letter", max_bytes=cfg.dead_letter.max_bytes)
         telemetry.bind_dead_letter(lambda: dead_letter.entries, lambda: dead_letter.bytes)
         spool = None

@@ -33,6 +33,7 @@ from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import DecodeError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
+INLINE_BYTES = 256 * 1024  # traces chunks the native encoder encodes on the loop (~0.5 ms)
 _MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
 
 
@@ -70,10 +71,13 @@ def map_chunk(
 
 
 class MappingThread:
-    """The thread that maps, and the Mapper it maps with (limits, counters, memo): `mapper`."""
+    """The thread that maps, and the Mapper it maps with (limits, counters, memo): `mapper`.
+    `loop_mapper`: the event loop's own Mapper (a Mapper is single-threaded), with which small
+    traces chunks are encoded natively on the loop; None: everything is mapped in the thread."""
 
-    def __init__(self, mapper: Mapper | None = None) -> None:
+    def __init__(self, mapper: Mapper | None = None, loop_mapper: Mapper | None = None) -> None:
         self.mapper = Mapper() if mapper is None else mapper
+        self.loop_mapper = loop_mapper
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelpg-map")
 
     async def map(
@@ -87,7 +91,24 @@ class MappingThread:
         native: bool = True,
     ) -> Mapped:
         """Map one chunk in the thread; `new_id` continues the request's id sequence. `native`:
-        False for callers that need row tuples (spool replay)."""
+        False for callers that need row tuples (spool replay).
+
+        A traces chunk of at most INLINE_BYTES is encoded natively right here on the loop: the
+        encoder holds the GIL either way (about 2 ms per MiB), and handing it to the thread and
+        back cost more than that. What the encoder leaves to Python is mapped in the thread."""
+        inline = self.loop_mapper
+        if (
+            inline is not None
+            and native
+            and signal is TRACES
+            and len(chunk) <= INLINE_BYTES
+            and inline.native
+            and isinstance(new_id, RequestIds)
+        ):
+            mapped = map_traces_native(chunk, received_ns, new_id, inline)  # ids advance only if mapped
+            if mapped is not None:
+                inline.count_truncated(truncated, 0)
+                return mapped
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated, self.mapper, native

@@ -41,8 +41,13 @@ static inline int next_field(Buf *b, Field *f) {
     if (b->p >= b->end)
         return 0;
     uint64_t tag;
-    if (read_varint(b, &tag) < 0 || tag > 0xffffffffu || tag < 8) /* a 32-bit tag, field number >= 1 */
+    if (*b->p < 0x80) { /* one-byte tags: fields 1-15, nearly every tag OTLP sends */
+        tag = *b->p++;
+        if (tag < 8)
+            return -1;
+    } else if (read_varint(b, &tag) < 0 || tag > 0xffffffffu) { /* a 32-bit tag, field number >= 1 */
         return -1;
+    }
     f->field = (uint32_t)(tag >> 3);
     f->wt = (int)(tag & 7);
     f->v = 0;
@@ -50,7 +55,9 @@ static inline int next_field(Buf *b, Field *f) {
     case 0:
     case 2: {
         uint64_t v;
-        if (read_varint(b, &v) < 0)
+        if (b->p < b->end && *b->p < 0x80)
+            v = *b->p++;
+        else if (read_varint(b, &v) < 0)
             return -1;
         if (f->wt == 0) {
             f->v = v;
@@ -66,7 +73,7 @@ static inline int next_field(Buf *b, Field *f) {
     case 1:
         if (b->end - b->p < 8)
             return -1;
-        for (int i = 7; i >= 0; i--)
+        for (int i = 7; i >= 0; i--) /* little-endian, whatever the host */
             f->v = (f->v << 8) | b->p[i];
         b->p += 8;
         return 1;
