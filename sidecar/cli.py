@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import yaml
 
@@ -56,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's runner where it is installed (its loop, in C, spends about a third less per socket
+    event than asyncio's; OTELPG_EVENT_LOOP=asyncio opts out), else asyncio's."""
+    if os.environ.get("OTELPG_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -64,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(yaml.safe_dump(nested(effective_config(config)), sort_keys=False), end="")
             return 0
-        return asyncio.run(_COMMANDS[args.command](config, args))
+        return _event_loop_runner()(_COMMANDS[args.command](config, args))
     except StartupError as e:
         print(f"otelpg: {e}", file=sys.stderr)
         return e.exit_code

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from exporters.postgres.config import AgentStatesConfig
@@ -41,7 +42,7 @@ from exporters.postgres.writer import classify
 from sidecar.pipeline.component import HEALTHY, Health, Tasks
 from sidecar.pipeline.errors import RetryableError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
-from sidecar.pipeline.span_metrics import TraceSummary
+from sidecar.pipeline.span_metrics import LogSummary, TraceSummary
 
 __all__ = ["AgentTracker", "agent_identity"]
 
@@ -234,6 +235,8 @@ class AgentTracker:
         now = self._clock() if now is None else now
         if isinstance(request, TraceSummary):
             self._observe_summary(request, now)
+        elif isinstance(request, LogSummary):
+            self._observe_log_summary(request, now)
         elif signal is TRACES:
             for rs in request.resource_spans:
                 agent = self._agent(rs.resource, rs.schema_url, now)
@@ -306,6 +309,24 @@ class AgentTracker:
                     "message": _short(message), "trace_id": trace_id.hex(),
                 })  # fmt: skip
             self._count(agent, now, _SPANS, r.spans, r.errors)
+
+    def _observe_log_summary(self, summary: LogSummary, now: float) -> None:
+        """The native encoder's per-resource counts: what the LOGS branch of `observe` counts (the
+        bodies of the newest errors are converted here, a bounded few per resource)."""
+        for r in summary.resources:
+            agent = self._agent(r.resource, r.schema_url, now)
+            if agent is None:
+                continue
+            for time_ns, text, body_bytes, trace_id, number in r.recent_errors:
+                body = self._mapper.any_value(AnyValue.FromString(body_bytes))
+                entry = {
+                    "time": _iso(time_ns), "signal": "log", "severity": severity(number, text),
+                    "message": _short(body if isinstance(body, str) else json_dumps(body)),
+                }  # fmt: skip
+                if trace_id:
+                    entry["trace_id"] = trace_id.hex()
+                self._error(agent, entry)
+            self._count(agent, now, _LOGS, r.records, r.errors)
 
     # ------------------------------------------------------------------ flushing
 

@@ -28,13 +28,17 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from exporters.postgres.ids import RequestIds
 from exporters.postgres.mapping import Mapped, Mapper, map_logs, map_metrics, map_traces
-from exporters.postgres.mapping.native import map_traces_native
+from exporters.postgres.mapping.native import map_logs_native, map_traces_native
 from sidecar.pipeline.component import HEALTHY, Health
 from sidecar.pipeline.errors import DecodeError
 from sidecar.pipeline.signals import LOGS, METRICS, TRACES, Signal
 
-INLINE_BYTES = 256 * 1024  # traces chunks the native encoder encodes on the loop (~0.5 ms)
+INLINE_BYTES = 256 * 1024  # chunks the native encoder encodes on the loop (~0.5 ms)
 _MAPPERS: dict[Signal, Callable[..., Mapped]] = {TRACES: map_traces, METRICS: map_metrics, LOGS: map_logs}
+_NATIVE: dict[Signal, Callable[[bytes, int, RequestIds, Mapper], Mapped | None]] = {
+    TRACES: map_traces_native,
+    LOGS: map_logs_native,
+}
 
 
 def map_chunk(
@@ -50,15 +54,17 @@ def map_chunk(
     decoded message is kept in `Mapped.decoded`). `truncated`: list elements the splitter already
     cut, counted here with the mapping's own cuts (one thread updates the counters).
 
-    Traces go through the native encoder when the mapper has it, `native` allows it and `new_id`
-    is a RequestIds it can continue: rows come back encoded (CopyRows) and `decoded` is a
-    TraceSummary. Otherwise, and for requests the encoder leaves to Python, the Python path."""
+    Traces and logs go through the native encoder when the mapper has it, `native` allows it and
+    `new_id` is a RequestIds it can continue: rows come back encoded (CopyRows) and `decoded` is a
+    TraceSummary / LogSummary. Otherwise, and for requests the encoder leaves to Python (metrics
+    always), the Python path."""
     if mapper is None:
         mapper = Mapper()
     if truncated:
         mapper.count_truncated(truncated, 0)
-    if native and signal is TRACES and mapper.native and isinstance(new_id, RequestIds):
-        mapped = map_traces_native(chunk, received_ns, new_id, mapper)
+    encode = _NATIVE.get(signal)
+    if native and encode is not None and mapper.native and isinstance(new_id, RequestIds):
+        mapped = encode(chunk, received_ns, new_id, mapper)
         if mapped is not None:
             return mapped
     try:
@@ -93,19 +99,20 @@ class MappingThread:
         """Map one chunk in the thread; `new_id` continues the request's id sequence. `native`:
         False for callers that need row tuples (spool replay).
 
-        A traces chunk of at most INLINE_BYTES is encoded natively right here on the loop: the
+        A traces or logs chunk of at most INLINE_BYTES is encoded natively right here on the loop: the
         encoder holds the GIL either way (about 2 ms per MiB), and handing it to the thread and
         back cost more than that. What the encoder leaves to Python is mapped in the thread."""
         inline = self.loop_mapper
+        encode = _NATIVE.get(signal)
         if (
             inline is not None
             and native
-            and signal is TRACES
+            and encode is not None
             and len(chunk) <= INLINE_BYTES
             and inline.native
             and isinstance(new_id, RequestIds)
         ):
-            mapped = map_traces_native(chunk, received_ns, new_id, inline)  # ids advance only if mapped
+            mapped = encode(chunk, received_ns, new_id, inline)  # ids advance only if mapped
             if mapped is not None:
                 inline.count_truncated(truncated, 0)
                 return mapped

@@ -1,7 +1,7 @@
 """Span-derived RED aggregates as they pass from the Prometheus aggregator, which tallies them
 per request, to the PostgreSQL flush, which writes them to performance_metrics every interval;
-and the per-request summary of spans that the native encoder hands the after-commit observers
-instead of a decoded request."""
+and the per-request summaries of spans and log records that the native encoder hands the
+after-commit observers instead of a decoded request."""
 
 from __future__ import annotations
 
@@ -46,6 +46,35 @@ class TraceSummary:
 
     resources: list[ResourceSpansSummary]
     tallies: list[SpanTally]
+
+
+class LogTally(NamedTuple):
+    """The log records of one request with the same resource and severity."""
+
+    resource: int  # index into LogSummary.resources
+    bucket: int  # 1-6: severity_number 1-4, 5-8 ... 21-24; 0: another number, then `severity_text` says
+    severity_text: str
+    records: int
+
+
+class ResourceLogsSummary(NamedTuple):
+    """One ResourceLogs of a request, as agent_states counts it."""
+
+    resource: bytes  # the serialized Resource
+    schema_url: str
+    records: int  # in the request
+    rows: int  # stored (records with valid ids)
+    errors: int  # of severity error or fatal
+    # the newest: (time ns, severity text, body as a serialized AnyValue, trace id, severity number)
+    recent_errors: list[tuple[int, str, bytes, bytes, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    """What the after-commit observers need of a logs request (see TraceSummary)."""
+
+    resources: list[ResourceLogsSummary]
+    tallies: list[LogTally]
 
 
 class SpanKey(NamedTuple):

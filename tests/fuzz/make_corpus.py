@@ -549,7 +549,7 @@ CORPORA: dict[str, list[Seed]] = {
     "span_attributes": TRACES,
     "log_attributes": LOGS,
     "encode_traces": TRACES,
-    # "encode_logs": LOGS,  # once _fast.encode_logs exists (and its TARGETS entry in fuzz_native.py)
+    "encode_logs": LOGS,
 }
 
 

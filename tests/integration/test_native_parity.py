@@ -1,7 +1,7 @@
-"""The native encoder's rows, as PostgreSQL stores them, equal the Python path's: the same requests
-written through otelpg's write path both ways, then every stored row fetched back and compared
-(otel_spans, otel_span_events, user_analytics, otel_scopes, otel_resources, the lookup table and
-the system_events view). Also: a replayed native batch adds nothing, and a native request with a
+"""The native encoder's rows, as PostgreSQL stores them, equal the Python path's: the same traces and
+logs requests written through otelpg's write path both ways, then every stored row fetched back
+and compared (otel_spans, otel_span_events, otel_logs, user_analytics, otel_scopes, otel_resources,
+the lookup table and the system_events view). Also: a replayed native batch adds nothing, and a native request with a
 row PostgreSQL refuses loses only that row (narrowed down through the request mapped again in
 Python, with the same ids)."""
 
@@ -13,23 +13,26 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from exporters.postgres.ids import request_ids
 from exporters.postgres.mapping.common import NATIVE_AVAILABLE, CopyRows, Mapper
 from exporters.postgres.mapping_thread import map_chunk
-from sidecar.pipeline.signals import TRACES
-from tests.bench._otlp_gen import traces_request
+from sidecar.pipeline.signals import LOGS, TRACES
+from tests.bench._otlp_gen import logs_request, traces_request
 from tests.integration.test_isolation import Pipeline, export, poison
-from tests.unit.mapping.builders import kvs, resource
+from tests.unit.mapping.builders import anyv, kvs, resource
 
 pytestmark = pytest.mark.skipif(not NATIVE_AVAILABLE, reason="the native encoder is not built (no C compiler?)")
 
 NOW = time.time_ns()
 TABLES = {
     "otel_spans": "id",
+    "otel_logs": "id",
     "otel_span_events": "id",
     "user_analytics": "id",
     "otel_scopes": "scope_id",
@@ -101,10 +104,11 @@ async def pipeline(pool: asyncpg.Pool, tmp_path: Path):
         await p.close()
 
 
-async def write(pipeline: Pipeline, request: ExportTraceServiceRequest, received_ns: int, seed: int, native: bool):
+async def write(pipeline: Pipeline, request, received_ns: int, seed: int, native: bool):
     """Map with the given path and submit through the batcher (the exporter's own ids, so both paths
     give the rows the same ids)."""
-    mapped = map_chunk(TRACES, request.SerializeToString(), received_ns, request_ids(received_ns, seed),
+    signal = LOGS if isinstance(request, ExportLogsServiceRequest) else TRACES
+    mapped = map_chunk(signal, request.SerializeToString(), received_ns, request_ids(received_ns, seed),
                        mapper=pipeline.mapping.mapper, native=native)  # fmt: skip
     assert any(isinstance(r, CopyRows) for r in mapped.rows.values()) == native
     nrows = sum(len(r) for r in mapped.rows.values())
@@ -112,7 +116,32 @@ async def write(pipeline: Pipeline, request: ExportTraceServiceRequest, received
     assert refused == []
 
 
-@pytest.mark.parametrize("request_", [edge_request(), traces_request(300, 7, NOW)], ids=["edge", "realistic"])
+def edge_logs() -> ExportLogsServiceRequest:
+    """Log records with what is rare: no time, an event name from the attribute and from the field
+    (one cut in event_type), bodies of every kind, NUL, severities by number and by text, users."""
+    t = NOW
+    records = [
+        LogRecord(time_unix_nano=t, severity_number=17, severity_text="ERROR", body=anyv("boom\x00"),
+                  attributes=kvs({"event.name": "checkout", "enduser.id": "alice", "url.path": "/p"}),
+                  trace_id=b"\x01" * 16, span_id=b"\x02" * 8, flags=1),
+        LogRecord(observed_time_unix_nano=t + 1, severity_text=" Warning2 ", body=anyv({"k": [1, 2.5, None, b"\xff"]}),
+                  event_name="e" * 1100, dropped_attributes_count=3, attributes=kvs({"user.id": 7})),
+        LogRecord(time_unix_nano=t + 2, body=anyv(float("nan")), severity_number=99999),
+        LogRecord(time_unix_nano=t + 3, body=anyv(b"\x00\x01"), trace_id=bytes(16), span_id=bytes(8)),
+        LogRecord(time_unix_nano=t + 4, body=anyv(True), trace_id=b"\x03" * 5),  # invalid: rejected
+    ]  # fmt: skip
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(
+        resource=resource({"service.name": "edge-logs"}),
+        scope_logs=[ScopeLogs(scope=InstrumentationScope(name="log-lib"), log_records=records[:3]),
+                    ScopeLogs(log_records=records[3:])],
+    )])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [edge_request(), traces_request(300, 7, NOW), edge_logs(), logs_request(300, 8, NOW)],
+    ids=["edge", "realistic", "edge-logs", "realistic-logs"],
+)
 async def test_stored_rows_are_the_same_either_way(pool, db, tmp_path, request_):
     rows = {}
     for native in (False, True):
@@ -129,7 +158,7 @@ async def test_stored_rows_are_the_same_either_way(pool, db, tmp_path, request_)
     assert native_rows.keys() == python_rows.keys()
     for table in TABLES:
         assert native_rows[table] == python_rows[table], table
-    assert len(native_rows["otel_spans"]) > 2 and native_rows["user_analytics"]
+    assert len(native_rows["otel_spans"]) + len(native_rows["otel_logs"]) > 2 and native_rows["user_analytics"]
 
 
 async def test_a_replayed_native_batch_adds_nothing(pipeline, db):

@@ -30,7 +30,7 @@
 #define MAX_DEPTH 200
 #define MAX_BOUNDS 64
 #define KEY_MAX_BYTES 1024 /* common.KEY_MAX_BYTES: indexed keys (user_id) are cut to it */
-#define N_USER_KEYS 5
+#define N_USER_KEYS 6
 /* microseconds from 1970-01-01 to PostgreSQL's epoch 2000-01-01 */
 #define PG_EPOCH_US 946684800000000LL
 #define SMALLINT_MAX 32767
@@ -183,7 +183,8 @@ typedef struct {
 
 typedef struct {
     uint64_t start;
-    Buf name, message, trace_id;
+    Buf name, message, trace_id; /* a log record's: severity text, body (an AnyValue), trace id */
+    int32_t number;              /* a log record's severity number */
 } RecentError;
 
 typedef struct {
@@ -219,6 +220,7 @@ typedef struct {
     int64_t nspans, nevents, nusers, items, rejected;
     Py_ssize_t max_recent; /* span errors per resource handed to agent_states (its error_log_size) */
     int user_mode;       /* 0: no user_analytics rows; 1: user rows; 2: user ids hashed (the Python path) */
+    int logs;            /* encoding logs (else traces) */
     Py_ssize_t trunc_keys; /* user ids cut to KEY_MAX_BYTES */
     Buf user_vals[N_USER_KEYS];
     int user_has[N_USER_KEYS];
@@ -450,10 +452,11 @@ static int json_double(Out *o, double x) {
 
 static int json_any(Ctx *c, Out *o, Buf b, int depth);
 
-/* The span attributes user_analytics reads (mapping/user_analytics.py), by index. */
-static const char *const USER_KEYS[N_USER_KEYS] = {"enduser.id", "user.id", "url.path", "http.route", "session.id"};
-static const size_t USER_KEY_LEN[N_USER_KEYS] = {10, 7, 8, 10, 10};
-enum { U_ENDUSER, U_USER, U_PATH, U_ROUTE, U_SESSION };
+/* The attributes user_analytics reads (mapping/user_analytics.py), and a log record's event.name. */
+static const char *const USER_KEYS[N_USER_KEYS] = {"enduser.id", "user.id",    "url.path",
+                                                   "http.route", "session.id", "event.name"};
+static const size_t USER_KEY_LEN[N_USER_KEYS] = {10, 7, 8, 10, 10, 10};
+enum { U_ENDUSER, U_USER, U_PATH, U_ROUTE, U_SESSION, U_EVENT };
 
 /* Remember the value of a top-level span attribute user_analytics reads (a repeated key: the
  * last one, as in the Python path's dict). An absent value is kept as {NULL, NULL}. */
@@ -1098,7 +1101,16 @@ static int copy_user_text(Ctx *c, Out *o, int i) {
 }
 
 /* The user_analytics row of a stored span naming a user (user_analytics.user_analytics_rows). */
-static int user_row(Ctx *c, const uint8_t *id, uint64_t ts, const Span *s, const Where *w) {
+/* A user_analytics row's `action` and ids: the span's name (else "span") and ids; a log record's
+ * event type and ids (each only when there is one). */
+typedef struct {
+    const uint8_t *action;
+    size_t action_len;
+    Buf trace_id, span_id; /* empty: none */
+    int is_span;
+} UserSource;
+
+static int user_row(Ctx *c, const uint8_t *id, uint64_t ts, const UserSource *u, const Where *w) {
     if (c->user_mode == 2)
         return bail(c); /* user ids hashed: HMAC in the Python path */
     Out *o = &c->users;
@@ -1124,10 +1136,7 @@ static int user_row(Ctx *c, const uint8_t *id, uint64_t ts, const Span *s, const
         c->trunc_keys++;
     }
     copy_close(o, at);
-    if (s->name.p != s->name.end)
-        copy_text(o, s->name.p, (size_t)(s->name.end - s->name.p));
-    else
-        copy_text(o, (const uint8_t *)"span", 4);
+    copy_text(o, u->action, u->action_len);
     if (!copy_user_text(c, o, U_PATH)) { /* url.path names nothing: http.route instead */
         o->len -= 4;                        /* the NULL just written */
         copy_user_text(c, o, U_ROUTE);
@@ -1135,12 +1144,19 @@ static int user_row(Ctx *c, const uint8_t *id, uint64_t ts, const Span *s, const
     copy_user_text(c, o, U_SESSION);
     copy_ts(o, ts);
     at = jsonb_open(o);
-    PUT_LIT(o, "{\"signal\":\"span\",\"service\":");
+    if (u->is_span)
+        PUT_LIT(o, "{\"signal\":\"span\",\"service\":");
+    else
+        PUT_LIT(o, "{\"signal\":\"log\",\"service\":");
     json_chars(o, (const uint8_t *)w->service, (size_t)w->service_len);
-    PUT_LIT(o, ",\"trace_id\":");
-    json_hex(o, s->trace_id);
-    PUT_LIT(o, ",\"span_id\":");
-    json_hex(o, s->span_id);
+    if (u->trace_id.p != u->trace_id.end) {
+        PUT_LIT(o, ",\"trace_id\":");
+        json_hex(o, u->trace_id);
+    }
+    if (u->span_id.p != u->span_id.end) {
+        PUT_LIT(o, ",\"span_id\":");
+        json_hex(o, u->span_id);
+    }
     out_byte(o, '}');
     copy_close(o, at);
     copy_bytes(o, w->service, (size_t)w->service_len);
@@ -1212,8 +1228,15 @@ static int one_span(Ctx *c, Buf span, const Where *w, uint32_t resource, Agent *
     copy_close(o, at);
     if (copy_span_extra(c, o, &s, span, has_duration) < 0)
         return -1;
-    if (c->user_mode && (c->user_has[U_ENDUSER] || c->user_has[U_USER]) && user_row(c, id, ts, &s, w) < 0)
-        return -1;
+    if (c->user_mode && (c->user_has[U_ENDUSER] || c->user_has[U_USER])) {
+        UserSource u = {s.name.p, (size_t)(s.name.end - s.name.p), s.trace_id, s.span_id, 1};
+        if (u.action_len == 0) {
+            u.action = (const uint8_t *)"span";
+            u.action_len = 4;
+        }
+        if (user_row(c, id, ts, &u, w) < 0)
+            return -1;
+    }
     c->nspans++;
     agent->rows++;
     if (o->oom)
@@ -1224,6 +1247,369 @@ static int one_span(Ctx *c, Buf span, const Where *w, uint32_t resource, Agent *
     int rc = span_events(c, span, &s, w, ts, nanos);
     agent->event_rows += c->nevents - before;
     return rc;
+}
+
+/* ------------------------------------------------------------------ log records */
+
+/* logs.SEVERITY_BY_TEXT: a severity text (lower case, trailing digits removed) -> letter. */
+static const struct {
+    const char *text;
+    char letter;
+} SEVERITY_TEXTS[] = {
+    {"trace", 't'}, {"finest", 't'}, {"finer", 't'}, {"verbose", 't'}, {"trc", 't'},
+    {"debug", 'd'}, {"dbg", 'd'}, {"fine", 'd'}, {"config", 'd'},
+    {"info", 'i'}, {"information", 'i'}, {"informational", 'i'}, {"notice", 'i'}, {"inf", 'i'},
+    {"warn", 'w'}, {"warning", 'w'}, {"wrn", 'w'},
+    {"error", 'e'}, {"err", 'e'}, {"eror", 'e'}, {"severe", 'e'}, {"alert", 'e'},
+    {"fatal", 'f'}, {"critical", 'f'}, {"crit", 'f'}, {"emerg", 'f'}, {"emergency", 'f'}, {"panic", 'f'},
+    {"ftl", 'f'},
+};
+static const char SEVERITY_BY_NUMBER[6] = {'t', 'd', 'i', 'w', 'e', 'f'};
+
+static int py_space(uint8_t b) { /* str.isspace() of an ASCII character */
+    return b == ' ' || (b >= 0x09 && b <= 0x0d) || (b >= 0x1c && b <= 0x1f);
+}
+
+/* logs.severity(number, text) as its letter; 0 when only the Python path can say (non-ASCII text,
+ * where str.strip() and str.lower() follow Unicode). */
+static char severity_letter(int32_t number, Buf text) {
+    if (number > 0 && number < 25)
+        return SEVERITY_BY_NUMBER[(number - 1) / 4];
+    size_t n = (size_t)(text.end - text.p);
+    if (n == 0)
+        return 'i';
+    for (size_t i = 0; i < n; i++)
+        if (text.p[i] >= 0x80)
+            return 0;
+    const uint8_t *a = text.p, *z = text.end;
+    while (a < z && py_space(*a))
+        a++;
+    while (z > a && py_space(z[-1]))
+        z--;
+    while (z > a && z[-1] >= '0' && z[-1] <= '9')
+        z--;
+    size_t len = (size_t)(z - a);
+    char low[16];
+    if (len == 0 || len >= sizeof low)
+        return 'i';
+    for (size_t i = 0; i < len; i++)
+        low[i] = (char)(a[i] >= 'A' && a[i] <= 'Z' ? a[i] + 32 : a[i]);
+    for (size_t i = 0; i < sizeof SEVERITY_TEXTS / sizeof SEVERITY_TEXTS[0]; i++)
+        if (strlen(SEVERITY_TEXTS[i].text) == len && memcmp(SEVERITY_TEXTS[i].text, low, len) == 0)
+            return SEVERITY_TEXTS[i].letter;
+    return 'i';
+}
+
+typedef struct {
+    uint64_t time, observed;
+    int32_t number;
+    uint32_t dropped, flags;
+    Buf text, body, trace_id, span_id, event_name;
+    int nbody;
+} LogRecord;
+
+/* The wire type of each LogRecord field (index: field number), -1 for none. */
+static const int LOG_WT[13] = {-1, 1, 0, 2, -1, 2, 2, 0, 5, 2, 2, 1, 2};
+
+static int read_log(Ctx *c, Buf b, LogRecord *l) {
+    static const uint8_t empty[1] = {0};
+    memset(l, 0, sizeof *l);
+    l->text = l->body = l->trace_id = l->span_id = l->event_name = (Buf){empty, empty};
+    Field f;
+    int r;
+    while ((r = next_field(&b, &f)) > 0) {
+        if (f.field < 1 || f.field > 12 || LOG_WT[f.field] < 0)
+            continue;
+        if (f.wt != LOG_WT[f.field])
+            return bail(c);
+        switch (f.field) {
+        case 1: l->time = f.v; break;
+        case 2: l->number = (int32_t)(uint32_t)f.v; break;
+        case 3: l->text = f.sub; if (!valid_str(f.sub)) return bail(c); break;
+        case 5: l->body = f.sub; l->nbody++; break;
+        case 7: l->dropped = (uint32_t)f.v; break;
+        case 8: l->flags = (uint32_t)f.v; break;
+        case 9: l->trace_id = f.sub; break;
+        case 10: l->span_id = f.sub; break;
+        case 11: l->observed = f.v; break;
+        case 12: l->event_name = f.sub; if (!valid_str(f.sub)) return bail(c); break;
+        default: break;
+        }
+    }
+    return r < 0 || l->nbody > 1 ? bail(c) : 0; /* a body sent twice is merged by protobuf */
+}
+
+/* A body's columns: `body` TEXT for what Mapper.any_value makes a string (a string, base64 bytes,
+ * a non-finite double), `body_value` JSONB for anything else, both NULL for none. */
+static int copy_body(Ctx *c, Out *o, const LogRecord *l) {
+    Field f = {0}, last = {0};
+    int n = 0, r;
+    Buf b = l->body;
+    while ((r = next_field(&b, &f)) > 0) {
+        if (f.field < 1 || f.field > 8)
+            continue;
+        if (f.wt != ANY_WT[f.field])
+            return bail(c);
+        last = f;
+        n++;
+    }
+    if (r < 0 || n > 1)
+        return bail(c);
+    int text = 0;
+    if (n == 1) {
+        if (last.field == 1 || last.field == 7) {
+            text = 1;
+        } else if (last.field == 4) {
+            double x;
+            memcpy(&x, &last.v, sizeof x);
+            text = !isfinite(x);
+        }
+    }
+    if (n == 0 || last.field == 8) { /* none, or a strindex: nothing */
+        copy_null(o);
+        return copy_null(o);
+    }
+    if (text) {
+        size_t at = copy_open(o);
+        if (last.field == 1) {
+            size_t len = (size_t)(last.sub.end - last.sub.p), chars;
+            if (!utf8_valid(last.sub.p, len, &chars))
+                return bail(c);
+            if (chars > (size_t)c->max_len) {
+                if (c->counting)
+                    c->trunc_values++;
+                len = utf8_prefix(last.sub.p, len, (size_t)c->max_len);
+            }
+            put_text(o, last.sub.p, len);
+        } else { /* base64 bytes or "NaN"/"Infinity": json_any's string without its quotes */
+            size_t start = o->len;
+            if (json_any(c, o, l->body, 0) < 0)
+                return -1;
+            memmove(o->p + start, o->p + start + 1, o->len - start - 2);
+            o->len -= 2;
+        }
+        copy_close(o, at);
+        return copy_null(o);
+    }
+    copy_null(o);
+    size_t at = jsonb_open(o);
+    if (json_any(c, o, l->body, 0) < 0)
+        return -1;
+    return copy_close(o, at);
+}
+
+/* A TEXT value as common.key_text makes it (NUL as U+FFFD, then cut to KEY_MAX_BYTES at a
+ * character boundary, counted) into o; its length. */
+static size_t key_text(Ctx *c, Out *o, Buf s) {
+    size_t start = o->len;
+    put_text(o, s.p, (size_t)(s.end - s.p));
+    size_t n = o->len - start;
+    if (n > KEY_MAX_BYTES && !o->oom) {
+        size_t cut = KEY_MAX_BYTES;
+        const uint8_t *p = (const uint8_t *)o->p + start;
+        while (cut > 0 && (p[cut] & 0xc0) == 0x80)
+            cut--;
+        o->len = start + cut;
+        n = cut;
+        if (c->counting)
+            c->trunc_keys++;
+    }
+    return n;
+}
+
+/* The log record's event name, from the attribute event.name (a non-empty string) or the field. */
+static int event_of(Ctx *c, const LogRecord *l, Buf *name, int *from_field) {
+    *from_field = 1;
+    *name = l->event_name;
+    if (c->user_has[U_EVENT] && c->user_vals[U_EVENT].p != NULL) {
+        Field f = {0}, last = {0};
+        int n = 0, r;
+        Buf b = c->user_vals[U_EVENT];
+        while ((r = next_field(&b, &f)) > 0) {
+            if (f.field >= 1 && f.field <= 8) {
+                last = f;
+                n++;
+            }
+        }
+        if (r >= 0 && n == 1 && last.field == 1 && last.sub.p != last.sub.end) {
+            size_t len = (size_t)(last.sub.end - last.sub.p), chars;
+            if (!utf8_valid(last.sub.p, len, &chars))
+                return bail(c);
+            if (chars > (size_t)c->max_len) /* as the attribute holds it (counted there) */
+                len = utf8_prefix(last.sub.p, len, (size_t)c->max_len);
+            *name = (Buf){last.sub.p, last.sub.p + len};
+            *from_field = 0;
+        }
+    }
+    return 0;
+}
+
+/* What of a rejected log record the Python path still reads: its attributes and body (the C
+ * converter converts and counts them). */
+static int validate_rejected_log(Ctx *c, Buf rec, const LogRecord *l) {
+    Out *o = &c->scratch;
+    o->len = 0;
+    if (json_kvs(c, o, rec, 6, 0, 0) < 0)
+        return -1;
+    o->len = 0;
+    if (l->nbody && copy_body(c, o, l) < 0)
+        return -1;
+    return 0;
+}
+
+static int one_log(Ctx *c, Buf rec, const Where *w, uint32_t resource, Agent *agent) {
+    LogRecord l;
+    if (read_log(c, rec, &l) < 0)
+        return -1;
+    c->items++;
+    /* log_counts: by severity number bucket, else by severity text */
+    int bucket = l.number >= 1 && l.number <= 24 ? (l.number - 1) / 4 + 1 : 0;
+    static const uint8_t empty[1] = {0};
+    Tally *t = tally_slot(c, resource, bucket ? (Buf){empty, empty} : l.text, bucket, 0);
+    if (t == NULL)
+        return -1;
+    t->calls++;
+    char letter = severity_letter(l.number, l.text);
+    if (!letter)
+        return bail(c); /* a non-ASCII severity text: Unicode rules, in Python */
+    agent->spans++;
+    if (l.number >= 17 || (l.number == 0 && l.text.p != l.text.end && (letter == 'e' || letter == 'f'))) {
+        agent->errors++;
+        if (c->max_recent) {
+            RecentError *e = &agent->recent[agent->nrecent++ % c->max_recent];
+            e->start = l.time ? l.time : l.observed;
+            e->name = l.text;
+            e->message = l.body;
+            e->trace_id = l.trace_id;
+            e->number = l.number;
+        }
+    }
+    size_t tl = (size_t)(l.trace_id.end - l.trace_id.p), sl = (size_t)(l.span_id.end - l.span_id.p);
+    if ((tl && tl != 16) || (sl && sl != 8)) {
+        c->rejected++;
+        return validate_rejected_log(c, rec, &l);
+    }
+    Buf trace = tl && !is_zero(l.trace_id) ? l.trace_id : (Buf){empty, empty};
+    Buf span = sl && !is_zero(l.span_id) ? l.span_id : (Buf){empty, empty};
+    uint64_t ts = l.time ? l.time : l.observed ? l.observed : c->received_ns;
+    int16_t nanos = l.time ? (int16_t)(l.time % 1000) : l.observed ? (int16_t)(l.observed % 1000) : 0;
+    Out *o = &c->spans;
+    uint8_t id[16], hdr[2];
+    new_id(c, id);
+    be16(hdr, 18);
+    out_put(o, hdr, 2);
+    put_where_head(o, id, ts, nanos, w);
+    if (trace.p != trace.end)
+        copy_bytes(o, trace.p, 16);
+    else
+        copy_null(o);
+    if (span.p != span.end)
+        copy_bytes(o, span.p, 8);
+    else
+        copy_null(o);
+    /* event_type: the attributes are read first (event.name), so write them aside */
+    Out *attrs = &c->scratch;
+    attrs->len = 0;
+    memset(c->user_has, 0, sizeof c->user_has);
+    if (json_kvs(c, attrs, rec, 6, 0, 1) < 0)
+        return -1;
+    Buf event;
+    int from_field;
+    if (event_of(c, &l, &event, &from_field) < 0)
+        return -1;
+    size_t at = copy_open(o), event_at = at + 4, event_len;
+    if (event.p != event.end) {
+        event_len = key_text(c, o, event);
+    } else {
+        PUT_LIT(o, "log");
+        event_len = 3;
+    }
+    copy_close(o, at);
+    /* the field's name cut in event_type is kept whole in extra */
+    size_t field_chars = 0, kept_chars = 0;
+    if (from_field && event.p != event.end) {
+        utf8_valid(event.p, (size_t)(event.end - event.p), &field_chars);
+        utf8_valid((const uint8_t *)o->p + event_at, event_len, &kept_chars);
+    }
+    int keep_name = from_field && event.p != event.end && kept_chars != field_chars;
+    uint8_t letter_byte = (uint8_t)letter;
+    copy_bytes(o, &letter_byte, 1);
+    int number_fits = l.number >= -SMALLINT_MAX && l.number <= SMALLINT_MAX;
+    copy_i16(o, number_fits ? (int16_t)l.number : 0);
+    if (l.text.p != l.text.end)
+        copy_text(o, l.text.p, (size_t)(l.text.end - l.text.p));
+    else
+        copy_null(o);
+    int observed_fits = l.observed <= BIGINT_MAX_;
+    if (l.observed && observed_fits)
+        copy_i64(o, (int64_t)l.observed);
+    else
+        copy_null(o);
+    int flags_fit = l.flags <= INT_MAX_;
+    if (l.flags && flags_fit)
+        copy_i32(o, (int32_t)l.flags);
+    else
+        copy_null(o);
+    if (copy_body(c, o, &l) < 0)
+        return -1;
+    at = jsonb_open(o);
+    out_put(o, attrs->p, attrs->len);
+    copy_close(o, at);
+    if (!(keep_name || l.dropped || !l.time || !observed_fits || !flags_fit || !number_fits)) {
+        copy_null(o);
+    } else {
+        at = jsonb_open(o);
+        int first = 1;
+#define SEP() (first ? (first = 0, out_byte(o, '{')) : out_byte(o, ','))
+        if (keep_name) {
+            SEP();
+            PUT_LIT(o, "\"event_name\":");
+            json_chars(o, l.event_name.p, (size_t)(l.event_name.end - l.event_name.p));
+        }
+        if (l.dropped) {
+            SEP();
+            PUT_LIT(o, "\"dropped_attributes_count\":");
+            json_u64(o, l.dropped);
+        }
+        if (!l.time) {
+            SEP();
+            PUT_LIT(o, "\"time_unix_nano\":0");
+        }
+        if (!observed_fits) {
+            SEP();
+            PUT_LIT(o, "\"observed_time_unix_nano\":");
+            json_u64(o, l.observed);
+        }
+        if (!flags_fit) {
+            SEP();
+            PUT_LIT(o, "\"flags\":");
+            json_u64(o, l.flags);
+        }
+        if (!number_fits) {
+            SEP();
+            PUT_LIT(o, "\"severity_number\":");
+            json_i64(o, l.number);
+        }
+#undef SEP
+        out_byte(o, '}');
+        copy_close(o, at);
+    }
+    c->nspans++;
+    agent->rows++;
+    /* the event types stored, for the lookup table: tallied as kind -1 by their name before
+     * key_text (a prefix of the request's bytes, so the key stays valid) */
+    if (tally_slot(c, resource, event, -1, 0) == NULL)
+        return -1;
+    if (c->user_mode && (c->user_has[U_ENDUSER] || c->user_has[U_USER])) {
+        UserSource u = {(const uint8_t *)o->p + event_at, event_len, trace, span, 0};
+        /* (o may move while the user row is written elsewhere: copy the action first) */
+        char action[KEY_MAX_BYTES];
+        memcpy(action, o->p + event_at, event_len);
+        u.action = (const uint8_t *)action;
+        if (user_row(c, id, ts, &u, w) < 0)
+            return -1;
+    }
+    return o->oom ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ resources and scopes */
@@ -1322,13 +1708,13 @@ static int walk(Ctx *c, Buf request, PyObject *resolve_resource, PyObject *resol
             while ((r3 = next_field(&ss, &h)) > 0) {
                 if (h.field != 2)
                     continue;
-                if (one_span(c, h.sub, &w, resource, agent) < 0)
+                if ((c->logs ? one_log(c, h.sub, &w, resource, agent) : one_span(c, h.sub, &w, resource, agent)) < 0)
                     return -1;
                 last = h.sub;
             }
             if (r3 < 0)
                 return bail(c);
-            if (last.p != NULL) { /* the scope's last span names the agent's current task */
+            if (last.p != NULL && !c->logs) { /* the scope's last span names the agent's current task */
                 Span s;
                 Status st;
                 read_span(c, last, &s, &st);
@@ -1395,8 +1781,13 @@ static PyObject *agents(Ctx *c) {
             goto fail;
         for (int64_t k = 0; k < n; k++) {
             RecentError *e = &a->recent[(a->nrecent - n + k) % c->max_recent];
-            PyObject *item = Py_BuildValue("(KNNy#)", (unsigned long long)e->start, str_of(e->name), str_of(e->message),
-                                           (const char *)e->trace_id.p, (Py_ssize_t)(e->trace_id.end - e->trace_id.p));
+            PyObject *item =
+                c->logs ? Py_BuildValue("(KNy#y#i)", (unsigned long long)e->start, str_of(e->name),
+                                        (const char *)e->message.p, (Py_ssize_t)(e->message.end - e->message.p),
+                                        (const char *)e->trace_id.p, (Py_ssize_t)(e->trace_id.end - e->trace_id.p),
+                                        (int)e->number)
+                        : Py_BuildValue("(KNNy#)", (unsigned long long)e->start, str_of(e->name), str_of(e->message),
+                                        (const char *)e->trace_id.p, (Py_ssize_t)(e->trace_id.end - e->trace_id.p));
             if (item == NULL) {
                 Py_DECREF(recent);
                 goto fail;
@@ -1427,7 +1818,7 @@ static void ctx_free(Ctx *c) {
     free(c->agents);
 }
 
-static PyObject *encode_traces(PyObject *self, PyObject *args) {
+static PyObject *encode(PyObject *args, int logs) {
     Py_buffer data, head;
     unsigned long long counter, received;
     PyObject *bounds, *resolve_resource, *resolve_scope;
@@ -1435,6 +1826,7 @@ static PyObject *encode_traces(PyObject *self, PyObject *args) {
     memset(&c, 0, sizeof c);
     c.counting = 1;
     c.max_recent = 20;
+    c.logs = logs;
     if (!PyArg_ParseTuple(args, "y*Ky*KnnOOO|in", &data, &received, &head, &counter, &c.max_attrs, &c.max_len,
                           &bounds, &resolve_resource, &resolve_scope, &c.user_mode, &c.max_recent))
         return NULL;
@@ -1442,7 +1834,7 @@ static PyObject *encode_traces(PyObject *self, PyObject *args) {
     if (head.len != 12 || c.user_mode < 0 || c.user_mode > 2 || c.max_recent < 0 || c.max_recent > 1000000 || c.max_attrs < 0 || c.max_len < 0 || !PyTuple_Check(bounds) ||
         PyTuple_GET_SIZE(bounds) > MAX_BOUNDS || !PyCallable_Check(resolve_resource) || !PyCallable_Check(resolve_scope)) {
         PyErr_SetString(PyExc_ValueError,
-                        "encode_traces: id_head must be 12 bytes, limits >= 0, bounds a tuple of at most 64 floats");
+                        "encode: id_head must be 12 bytes, limits >= 0, bounds a tuple of at most 64 floats");
         goto done;
     }
     memcpy(c.id_head, head.buf, 12);
@@ -1476,7 +1868,7 @@ static PyObject *encode_traces(PyObject *self, PyObject *args) {
         goto done;
     }
     if (c.id_counter > 0xffffffffULL) {
-        PyErr_SetString(PyExc_OverflowError, "encode_traces: row id counter past 2**32");
+        PyErr_SetString(PyExc_OverflowError, "encode: row id counter past 2**32");
         goto done;
     }
     result = Py_BuildValue("(y#Ly#Ly#LLLKnnnNN)", c.spans.p ? c.spans.p : "", (Py_ssize_t)c.spans.len,
@@ -1494,6 +1886,14 @@ done:
     return result;
 }
 
+static PyObject *encode_traces(PyObject *self, PyObject *args) {
+    return encode(args, 0);
+}
+
+static PyObject *encode_logs(PyObject *self, PyObject *args) {
+    return encode(args, 1);
+}
+
 static PyMethodDef methods[] = {
     {"encode_traces", encode_traces, METH_VARARGS,
      "encode_traces(request, received_ns, id_head, id_counter, max_attributes, max_value_length, bounds, "
@@ -1503,6 +1903,11 @@ static PyMethodDef methods[] = {
      "user_mode: 0 no user_analytics rows, 1 user rows, 2 user ids are hashed (spans naming a user: None).\n"
      "resolve_resource(resource_bytes, schema_url_bytes) -> (resource_id, service_name) or None (can't decode);\n"
      "resolve_scope(scope_bytes, schema_url_bytes) -> scope_id, None (no scope) or False (can't decode)."},
+    {"encode_logs", encode_logs, METH_VARARGS,
+     "encode_logs(request, ...) -> as encode_traces, for an ExportLogsServiceRequest: (otel_logs COPY data, log "
+     "records, b'', 0, user_analytics COPY data, user rows, items, rejected, id_counter, attributes cut, values cut, "
+     "keys cut, tallies by (resource, severity bucket 1-6 or 0, severity text), agents), or None.\n"
+     "An agent's recent errors are (time, severity text, body AnyValue bytes, trace id, severity number)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,17 +16,21 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from exporters.postgres.agent_states import AgentTracker
 from exporters.postgres.ids import request_ids
-from exporters.postgres.mapping import map_traces
+from exporters.postgres.mapping import map_logs, map_traces
 from exporters.postgres.mapping.common import NATIVE_AVAILABLE, CopyRows, Mapped, Mapper
-from exporters.postgres.mapping.native import map_traces_native
+from exporters.postgres.mapping.native import map_logs_native, map_traces_native
 from exporters.postgres.mapping.user_analytics import user_analytics_rows
 from exporters.postgres.schema import (
+    OTEL_LOGS,
+    OTEL_LOGS_COLUMNS,
     OTEL_SPAN_EVENTS,
     OTEL_SPAN_EVENTS_COLUMNS,
     OTEL_SPANS,
@@ -34,14 +38,15 @@ from exporters.postgres.schema import (
     USER_ANALYTICS,
     USER_ANALYTICS_COLUMNS,
 )
+from exporters.prometheus.log_counts import LogCounts
 from exporters.prometheus.series import SeriesStore
 from exporters.prometheus.span_metrics import SpanMetrics
-from sidecar.pipeline.signals import TRACES
-from sidecar.pipeline.span_metrics import SPAN_DURATION_BOUNDS_SECONDS, TraceSummary
+from sidecar.pipeline.signals import LOGS, TRACES
+from sidecar.pipeline.span_metrics import SPAN_DURATION_BOUNDS_SECONDS, LogSummary, TraceSummary
 from tests.copy_binary import read_tuples
 
-from .builders import RECEIVED_NS, kvs, resource
-from .test_fuzz import attrs, ids, res, texts, u32, u64
+from .builders import RECEIVED_NS, anyv, kvs, resource
+from .test_fuzz import attrs, ids, res, texts, tree, u32, u64
 
 pytestmark = pytest.mark.skipif(not NATIVE_AVAILABLE, reason="the native encoder is not built (no C compiler?)")
 
@@ -282,3 +287,130 @@ def test_mutated_wire_bytes_are_either_left_to_python_or_mapped_the_same():
                 encoded += 1
                 assert_same(raw)
     assert encoded > 100  # most mutations that protobuf accepts are still encoded natively
+
+
+# --------------------------------------------------------------------------- logs
+
+KINDS.update({
+    "event_type": "text", "severity": "bytea", "severity_number": "int2", "severity_text": "text",
+    "observed_time_unix_nano": "int8", "body": "text", "body_value": "jsonb",
+})  # fmt: skip
+
+
+def log_counts(observed: ExportLogsServiceRequest | LogSummary) -> dict:
+    store = SeriesStore(max_series_per_metric=10_000, max_series_total=100_000, expiry_seconds=300)
+    LogCounts(store).observe(observed, 1.0)
+    return {k: v.value for family in store.families.values() for k, v in family.series.items()}
+
+
+def log_agents(observed: ExportLogsServiceRequest | LogSummary, error_log_size: int = 20) -> list[tuple]:
+    tracker = AgentTracker(error_log_size=error_log_size, clock=lambda: 1000.0)
+    tracker.observe(LOGS, observed, now=1000.0)
+    return tracker.pending(1000.0)
+
+
+def assert_same_logs(raw: bytes, lims: tuple[int, int] = (1024, 65536), user_rows: int = 1) -> Mapped:
+    py_mapper = Mapper(*lims, native=False)
+    request = ExportLogsServiceRequest.FromString(raw)
+    py = map_logs(request, RECEIVED_NS, new_id=request_ids(RECEIVED_NS, SEED), raw=raw, mapper=py_mapper)
+    native_mapper = Mapper(*lims, native=True)
+    native_mapper.user_rows = user_rows
+    native = map_logs_native(raw, RECEIVED_NS, request_ids(RECEIVED_NS, SEED), native_mapper)
+    assert native is not None, "the native encoder stepped aside"
+    assert decoded(native.rows[OTEL_LOGS], OTEL_LOGS_COLUMNS) == normalised(py.rows[OTEL_LOGS], OTEL_LOGS_COLUMNS)
+    records = py.rows[OTEL_LOGS]
+    assert isinstance(records, list)
+    users = user_analytics_rows([(OTEL_LOGS, r) for r in records], truncated=py_mapper.truncated) if user_rows else []
+    assert decoded(native.rows.get(USER_ANALYTICS), USER_ANALYTICS_COLUMNS) == normalised(users, USER_ANALYTICS_COLUMNS)
+    encoded = native.rows[OTEL_LOGS]
+    assert isinstance(encoded, CopyRows)
+    assert encoded.event_types == {(r[8], r[3]) for r in records}  # (event_type, service): the lookup table's
+    assert native.rows["otel_scopes"] == py.rows["otel_scopes"]
+    assert (native.resources, native.items, native.rejected, native.message, native.reasons) == (
+        py.resources, py.items, py.rejected, py.message, py.reasons
+    )  # fmt: skip
+    assert native_mapper.truncated == py_mapper.truncated
+    assert isinstance(native.decoded, LogSummary)
+    assert log_counts(native.decoded) == log_counts(request)
+    assert log_agents(native.decoded) == log_agents(request)
+    return native
+
+
+ascii_severity = st.one_of(
+    st.sampled_from(["", "INFO", "Warning2", " error ", "FATAL", "crit\x1c", "debug9", "x", "ERR", "notice"]),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=8),
+)
+log_attrs = st.dictionaries(
+    st.sampled_from(["event.name", "enduser.id", "user.id", "url.path", "session.id", "k"]), user_values, max_size=4
+).map(kvs)
+log_records = st.builds(
+    LogRecord, time_unix_nano=st.one_of(u64, st.just(0)), observed_time_unix_nano=st.one_of(u64, st.just(0)),
+    severity_number=st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(0, 30)), severity_text=ascii_severity,
+    body=tree.map(anyv), attributes=st.one_of(attrs, log_attrs), flags=u32, trace_id=ids, span_id=ids,
+    dropped_attributes_count=u32, event_name=st.one_of(texts, st.just(""), st.text(min_size=1100, max_size=1200)),
+)  # fmt: skip
+log_structures = st.lists(
+    st.tuples(res, st.sampled_from(["", "https://s/1"]), st.lists(st.tuples(scopes, st.lists(log_records, max_size=4)),
+                                                                    max_size=3)),
+    max_size=3,
+)  # fmt: skip
+
+
+def logs_of(structure: list) -> bytes:
+    return ExportLogsServiceRequest(resource_logs=[
+        ResourceLogs(resource=r, schema_url=url, scope_logs=[
+            ScopeLogs(scope=scope, log_records=recs) if scope is not None else ScopeLogs(log_records=recs)
+            for scope, recs in scopes_
+        ])
+        for r, url, scopes_ in structure
+    ]).SerializeToString()  # fmt: skip
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(log_structures, small_limits)
+def test_native_log_rows_equal_the_python_paths(structure, lims):
+    assert_same_logs(logs_of(structure), lims)
+
+
+def one_log(**fields) -> bytes:
+    record = LogRecord(time_unix_nano=5, **fields)
+    return logs_of([(resource({"service.name": "s"}), "", [(None, [record])])])
+
+
+@pytest.mark.parametrize(
+    ("fields", "user_rows"),
+    [
+        ({"severity_text": "ÉRROR"}, 1),  # str.strip() and str.lower() follow Unicode: Python decides
+        ({"attributes": kvs({"user.id": "u"})}, 2),  # user ids hashed (HMAC) in the Python path
+    ],
+    ids=["unicode-severity", "hashed-user"],
+)
+def test_what_only_the_python_path_maps_steps_aside_logs(fields, user_rows):
+    mapper = Mapper(native=True)
+    mapper.user_rows = user_rows
+    assert map_logs_native(one_log(**fields), RECEIVED_NS, request_ids(RECEIVED_NS, SEED), mapper) is None
+
+
+def test_mutated_log_bytes_are_either_left_to_python_or_mapped_the_same():
+    rng = random.Random(4)
+    seed = logs_of([(resource({"service.name": "a"}), "u", [(InstrumentationScope(name="sc"), [
+        LogRecord(time_unix_nano=7, severity_number=17, severity_text="ERROR", body=anyv({"a": [1, 2.5, "x"]}),
+                  attributes=kvs({"event.name": "e", "enduser.id": "u", "b": b"\x00"}), trace_id=b"\x01" * 16,
+                  span_id=b"\x02" * 8, event_name="ev", flags=1, observed_time_unix_nano=9),
+        LogRecord(observed_time_unix_nano=3, severity_text="warn", body=anyv("text\x00body")),
+    ])])])  # fmt: skip
+    encoded = 0
+    for raw in _mutations(seed, rng, 3000):
+        try:
+            ExportLogsServiceRequest.FromString(raw)
+        except (DecodeError, RecursionError):
+            mapper = Mapper(native=True)
+            mapper.user_rows = 1
+            assert map_logs_native(raw, RECEIVED_NS, request_ids(RECEIVED_NS, SEED), mapper) is None, raw.hex()
+            continue
+        mapper = Mapper(native=True)
+        mapper.user_rows = 1
+        if map_logs_native(raw, RECEIVED_NS, request_ids(RECEIVED_NS, SEED), mapper) is not None:
+            encoded += 1
+            assert_same_logs(raw)
+    assert encoded > 100
