@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1 import logs_pb2 as lg
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -39,37 +39,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from tests.bench import _otlp_gen as gen  # noqa: E402
+from tests.unit.mapping.builders import anyv, kvs  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z: every timestamp is T0 + something
 MAX_SEED_BYTES = 20_000
 
 
 # ------------------------------------------------------------------------------------- values
-
-
-def anyv(value: object) -> AnyValue:
-    """A Python value as an AnyValue: None → empty, bytes → bytes_value, dict → kvlist, list → array."""
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=kvs(value)))
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[anyv(v) for v in value]))
-    raise TypeError(value)
-
-
-def kvs(d: dict[str, object]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=anyv(v)) for k, v in d.items()]
 
 
 # Every AnyValue member, at the top and nested, and the values that need care when converted.

@@ -180,23 +180,12 @@ fail:
     return NULL;
 }
 
-/* The wire type each AnyValue member must have (index: field number). */
-static const int ANY_WT[9] = {-1, 2, 0, 0, 1, 2, 2, 2, 0};
-
 static PyObject *any_value(Ctx *c, Buf b, int depth) {
     if (depth > MAX_DEPTH)
         return bail(c);
-    Field f, last;
-    int n = 0, r;
-    while ((r = next_field(&b, &f)) > 0) {
-        if (f.field < 1 || f.field > 8)
-            continue;
-        if (f.wt != ANY_WT[f.field])
-            return bail(c);
-        last = f;
-        n++;
-    }
-    if (r < 0 || n > 1)
+    Field last = {0};
+    int n = any_member(b, &last);
+    if (n < 0)
         return bail(c);
     if (n == 0)
         Py_RETURN_NONE;

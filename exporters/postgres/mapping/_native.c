@@ -561,24 +561,13 @@ static int json_array(Ctx *c, Out *o, Buf b, int depth) {
     return out_byte(o, ']');
 }
 
-/* The wire type each AnyValue member must have (index: field number). */
-static const int ANY_WT[9] = {-1, 2, 0, 0, 1, 2, 2, 2, 0};
-
 /* An AnyValue as common.Mapper.any_value's JSON. */
 static int json_any(Ctx *c, Out *o, Buf b, int depth) {
     if (depth > MAX_DEPTH)
         return bail(c);
-    Field f, last = {0};
-    int n = 0, r;
-    while ((r = next_field(&b, &f)) > 0) {
-        if (f.field < 1 || f.field > 8)
-            continue;
-        if (f.wt != ANY_WT[f.field])
-            return bail(c);
-        last = f;
-        n++;
-    }
-    if (r < 0 || n > 1)
+    Field last = {0};
+    int n = any_member(b, &last);
+    if (n < 0)
         return bail(c);
     if (n == 0)
         return PUT_LIT(o, "null");
@@ -1033,16 +1022,8 @@ static Agent *agent_of(Ctx *c, size_t resource) {
 static Py_ssize_t user_text(Ctx *c, Out *o, int i) {
     if (!c->user_has[i] || c->user_vals[i].p == NULL)
         return -1;
-    Buf b = c->user_vals[i];
-    Field f = {0}, last = {0};
-    int n = 0, r;
-    while ((r = next_field(&b, &f)) > 0) {
-        if (f.field >= 1 && f.field <= 8) {
-            last = f;
-            n++;
-        }
-    }
-    if (r < 0 || n != 1) /* validated by the attribute JSON already: none or malformed is None */
+    Field last = {0};
+    if (any_member(c->user_vals[i], &last) != 1) /* (malformed ones bailed in the attribute JSON) */
         return -1;
     size_t start = o->len;
     switch (last.field) {
@@ -1342,18 +1323,9 @@ static int read_log(Ctx *c, Buf b, LogRecord *l) {
 /* A body's columns: `body` TEXT for what Mapper.any_value makes a string (a string, base64 bytes,
  * a non-finite double), `body_value` JSONB for anything else, both NULL for none. */
 static int copy_body(Ctx *c, Out *o, const LogRecord *l) {
-    Field f = {0}, last = {0};
-    int n = 0, r;
-    Buf b = l->body;
-    while ((r = next_field(&b, &f)) > 0) {
-        if (f.field < 1 || f.field > 8)
-            continue;
-        if (f.wt != ANY_WT[f.field])
-            return bail(c);
-        last = f;
-        n++;
-    }
-    if (r < 0 || n > 1)
+    Field last = {0};
+    int n = any_member(l->body, &last);
+    if (n < 0)
         return bail(c);
     int text = 0;
     if (n == 1) {
@@ -1421,17 +1393,9 @@ static size_t key_text(Ctx *c, Out *o, Buf s) {
 static int event_of(Ctx *c, const LogRecord *l, Buf *name, int *from_field) {
     *from_field = 1;
     *name = l->event_name;
+    Field last = {0};
     if (c->user_has[U_EVENT] && c->user_vals[U_EVENT].p != NULL) {
-        Field f = {0}, last = {0};
-        int n = 0, r;
-        Buf b = c->user_vals[U_EVENT];
-        while ((r = next_field(&b, &f)) > 0) {
-            if (f.field >= 1 && f.field <= 8) {
-                last = f;
-                n++;
-            }
-        }
-        if (r >= 0 && n == 1 && last.field == 1 && last.sub.p != last.sub.end) {
+        if (any_member(c->user_vals[U_EVENT], &last) == 1 && last.field == 1 && last.sub.p != last.sub.end) {
             size_t len = (size_t)(last.sub.end - last.sub.p), chars;
             if (!utf8_valid(last.sub.p, len, &chars))
                 return bail(c);

@@ -88,4 +88,24 @@ static inline int next_field(Buf *b, Field *f) {
     }
 }
 
+/* The wire type each AnyValue member must have (index: field number 1-8). */
+static const int ANY_VALUE_WT[9] = {-1, 2, 0, 0, 1, 2, 2, 2, 0};
+
+/* The member of an AnyValue: 1 with it in *member, 0 for an empty AnyValue, -1 when only
+ * protobuf's rules can say what it holds (malformed, a member with another wire type, or several
+ * members: a oneof merged on the wire). */
+static inline int any_member(Buf b, Field *member) {
+    Field f;
+    int n = 0, r;
+    while ((r = next_field(&b, &f)) > 0) {
+        if (f.field < 1 || f.field > 8)
+            continue;
+        if (f.wt != ANY_VALUE_WT[f.field])
+            return -1;
+        *member = f;
+        n++;
+    }
+    return r < 0 || n > 1 ? -1 : n;
+}
+
 #endif
