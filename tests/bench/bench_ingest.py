@@ -229,9 +229,11 @@ def take_sample(mon: Monitor, clients: list[psutil.Process], metrics_url: str) -
 
 
 def _c_converter() -> str:
-    from exporters.postgres.mapping.common import FAST_AVAILABLE
+    from exporters.postgres.mapping.common import FAST_AVAILABLE, NATIVE_AVAILABLE
 
-    return "built" if FAST_AVAILABLE else "NOT built (pure Python mapping)"
+    return ("built" if FAST_AVAILABLE else "NOT built (pure Python mapping)") + (
+        ", native encoder (traces, logs): built" if NATIVE_AVAILABLE else ", native encoder: NOT built"
+    )
 
 
 def start_otelpg(args: argparse.Namespace, dsn: str, workdir: Path):

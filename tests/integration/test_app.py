@@ -101,3 +101,20 @@ async def test_a_component_that_fails_to_stop_does_not_keep_the_others_running(d
     batcher.stop = broken  # type: ignore[method-assign]
     await asyncio.wait_for(app.stop(), 30)
     assert app.database.pool._closed
+
+
+def test_the_native_encoder_follows_the_user_analytics_configuration(tmp_path: Path) -> None:
+    """What the encoder does with spans and records naming a user agrees with the batch hook: their
+    user_analytics rows (on, ids plain), none (off), or the Python path (ids hashed); and it keeps
+    as many recent span errors per resource as agent_states' error log holds."""
+    cases = {
+        "user_analytics:\n  enabled: true\n": 1,
+        "user_analytics:\n  enabled: false\n": 0,
+        "user_analytics:\n  hash_user_ids: true\n": 2,
+    }
+    for yaml_text, expected in cases.items():
+        path = tmp_path / "otelpg.yaml"
+        path.write_text(yaml_text + "agent_states:\n  error_log_size: 7\n")
+        app = App(load_config(str(path), env={"OTELPG_DATA_DIR": str(tmp_path)}))
+        for mapper in (app.mapper, app.loop_mapper):
+            assert (mapper.user_rows, mapper.recent_errors) == (expected, 7)
