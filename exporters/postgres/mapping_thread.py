@@ -79,7 +79,7 @@ def map_chunk(
 class MappingThread:
     """The thread that maps, and the Mapper it maps with (limits, counters, memo): `mapper`.
     `loop_mapper`: the event loop's own Mapper (a Mapper is single-threaded), with which small
-    traces chunks are encoded natively on the loop; None: everything is mapped in the thread."""
+    traces and logs chunks are encoded natively on the loop; None: everything is mapped in the thread."""
 
     def __init__(self, mapper: Mapper | None = None, loop_mapper: Mapper | None = None) -> None:
         self.mapper = Mapper() if mapper is None else mapper
@@ -116,6 +116,7 @@ class MappingThread:
             if mapped is not None:
                 inline.count_truncated(truncated, 0)
                 return mapped
+            native = False  # it stepped aside: the thread maps in Python, without asking again
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, map_chunk, signal, chunk, received_ns, new_id, truncated, self.mapper, native

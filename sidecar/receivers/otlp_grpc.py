@@ -173,7 +173,8 @@ class GrpcReceiver:
     async def _read(self, context: grpc.aio.ServicerContext) -> bytes:
         """The call's one message, within the read timeout."""
         try:
-            message = await asyncio.wait_for(context.read(), self._read_timeout)
+            async with asyncio.timeout(self._read_timeout):  # (wait_for would read in a task of its own)
+                message = await context.read()
         except TimeoutError:
             raise DecodeError(f"request message not received within {self._read_timeout:g}s") from None
         except grpc.aio.AioRpcError as e:  # e.g. larger than grpc.max_recv_msg_size

@@ -129,7 +129,8 @@ class HttpReceiver(HttpServer):
         """Read the body within the size limit and read timeout, then decompress it (limit enforced);
         the reservation grows with what is read and inflated."""
         try:
-            raw = await asyncio.wait_for(self._read_limited(request, reservation), self._read_timeout)
+            async with asyncio.timeout(self._read_timeout):  # (wait_for would run the read in a task of its own)
+                raw = await self._read_limited(request, reservation)
         except TimeoutError:
             raise DecodeError(f"request body not received within {self._read_timeout:g}s") from None
         encoding = request.headers.get("Content-Encoding")
