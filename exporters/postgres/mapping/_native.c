@@ -1395,7 +1395,16 @@ static int event_of(Ctx *c, const LogRecord *l, Buf *name, int *from_field) {
     *name = l->event_name;
     Field last = {0};
     if (c->user_has[U_EVENT] && c->user_vals[U_EVENT].p != NULL) {
-        if (any_member(c->user_vals[U_EVENT], &last) == 1 && last.field == 1 && last.sub.p != last.sub.end) {
+        int n = any_member(c->user_vals[U_EVENT], &last);
+        if (n == 1 && last.field == 4) { /* a non-finite double is the string "NaN"... for the Python path */
+            double x;
+            memcpy(&x, &last.v, sizeof x);
+            if (!isfinite(x))
+                return bail(c);
+        }
+        if (n == 1 && last.field == 7 && last.sub.p != last.sub.end)
+            return bail(c); /* bytes are their base64 string there: an event name it makes */
+        if (n == 1 && last.field == 1 && last.sub.p != last.sub.end) {
             size_t len = (size_t)(last.sub.end - last.sub.p), chars;
             if (!utf8_valid(last.sub.p, len, &chars))
                 return bail(c);

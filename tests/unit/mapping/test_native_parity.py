@@ -414,3 +414,14 @@ def test_mutated_log_bytes_are_either_left_to_python_or_mapped_the_same():
             encoded += 1
             assert_same_logs(raw)
     assert encoded > 100
+
+
+@pytest.mark.parametrize("value", [b"\x00", b"", float("nan"), float("-inf"), 5, "x", True])
+def test_an_event_name_attribute_of_any_type_gives_the_python_paths_event_type(value):
+    """Bytes and non-finite doubles are strings in the attributes (base64, "NaN"), so the Python
+    path takes them as the event name; the encoder leaves those to it and maps the rest itself."""
+    raw = logs_of([(resource({}), "", [(None, [LogRecord(attributes=kvs({"event.name": value}), event_name="f")])])])
+    mapper = Mapper(native=True)
+    mapper.user_rows = 1
+    if map_logs_native(raw, RECEIVED_NS, request_ids(RECEIVED_NS, SEED), mapper) is not None:
+        assert_same_logs(raw)
